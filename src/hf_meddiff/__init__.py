@@ -1,0 +1,60 @@
+"""hf-meddiff: Hugging Face-native medical multimodal diffusion models.
+
+Importing the package registers the MedDiff Auto classes (`AutoConfig`, `AutoModel`,
+`AutoModelForMaskedLM`, `AutoProcessor`, `AutoImageProcessor`). Everything else loads lazily on
+first access, so `import hf_meddiff` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+from . import models  # noqa: F401  (registers the Auto classes)
+
+# public name -> submodule that defines it
+_LAZY: dict[str, str] = {
+    "MedDiffConfig": "models.meddiff",
+    "MedDiffModel": "models.meddiff",
+    "MedDiffForMaskedDiffusion": "models.meddiff",
+    "MedDiffPreTrainedModel": "models.meddiff",
+    "MedDiffImageProcessor": "models.meddiff",
+    "MedDiffProcessor": "models.meddiff",
+    "MedDiffImageTokenizer": "image_tokenizer",
+    "MedDiffGenerationConfig": "generation",
+    "MedDiffPipeline": "generation",
+    "MedDiffSFTConfig": "trainer",
+    "MedDiffSFTTrainer": "trainer",
+    "MedDDPOConfig": "trainer",
+    "MedDDPOTrainer": "trainer",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .generation import MedDiffGenerationConfig, MedDiffPipeline
+    from .image_tokenizer import MedDiffImageTokenizer
+    from .models.meddiff import (
+        MedDiffConfig,
+        MedDiffForMaskedDiffusion,
+        MedDiffImageProcessor,
+        MedDiffModel,
+        MedDiffPreTrainedModel,
+        MedDiffProcessor,
+    )
+    from .trainer import MedDDPOConfig, MedDDPOTrainer, MedDiffSFTConfig, MedDiffSFTTrainer
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hf_meddiff' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

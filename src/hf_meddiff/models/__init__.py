@@ -1,0 +1,3 @@
+"""Model families. Importing this package registers MedDiff with the transformers Auto classes."""
+
+from . import meddiff  # noqa: F401
