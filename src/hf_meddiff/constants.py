@@ -6,43 +6,28 @@ modality name is spelled in exactly one place.
 
 from __future__ import annotations
 
-# --- Special tokens of the unified vocabulary (text side). -------------------------------------
-# The text tokenizer owns these strings; their ids come from the tokenizer and are recorded in
-# MedDiffConfig. Image codes follow the text vocabulary (id = code + image_token_offset) and the
-# single [MASK] id comes last.
-PAD_TOKEN = "<|pad|>"
-BOS_TOKEN = "<|bos|>"
-EOS_TOKEN = "<|eos|>"
-UNK_TOKEN = "<|unk|>"
-MASK_TOKEN = "<|mask|>"
-SOI_TOKEN = "<|soi|>"  # start of image
-EOI_TOKEN = "<|eoi|>"  # end of image
-USER_TOKEN = "<|user|>"
-ASSISTANT_TOKEN = "<|assistant|>"
-
-# Task tokens open a sequence and say which layout follows.
-TASK_TOKENS: dict[str, str] = {
-    "mmu": "<|mmu|>",  # understanding: VQA, diagnosis, report generation, reasoning
-    "t2i": "<|t2i|>",  # text-to-image (report-to-image)
-}
-
-# Reasoning and grounding tags are plain text, but added as single tokens so they never split.
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
-BOX_OPEN, BOX_CLOSE = "<box>", "</box>"
-TEXT_TAG_TOKENS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE, BOX_OPEN, BOX_CLOSE)
-
-SPECIAL_TOKENS: tuple[str, ...] = (
-    PAD_TOKEN,
-    BOS_TOKEN,
-    EOS_TOKEN,
-    UNK_TOKEN,
-    MASK_TOKEN,
-    SOI_TOKEN,
-    EOI_TOKEN,
-    USER_TOKEN,
+# --- Special tokens of the unified vocabulary: defined once, beside the model config, so that saved
+# models loading with trust_remote_code carry the same table. See tokens_meddiff for the id layout.
+from .models.meddiff.tokens_meddiff import (  # noqa: E402,F401
+    ANSWER_CLOSE,
+    ANSWER_OPEN,
     ASSISTANT_TOKEN,
-    *TASK_TOKENS.values(),
+    BOS_TOKEN,
+    BOX_CLOSE,
+    BOX_OPEN,
+    DEFAULT_TOKEN_IDS,
+    EOI_TOKEN,
+    EOS_TOKEN,
+    MASK_TOKEN,
+    PAD_TOKEN,
+    SOI_TOKEN,
+    SPECIAL_TOKENS,
+    TASK_TOKENS,
+    TEXT_TAG_TOKENS,
+    THINK_CLOSE,
+    THINK_OPEN,
+    UNK_TOKEN,
+    USER_TOKEN,
 )
 
 # --- Boxes: integer xyxy normalised to 0..BOX_SCALE. -------------------------------------------
