@@ -1,0 +1,243 @@
+"""Image-generation metrics: FID and KID (torchmetrics) with a pluggable feature extractor, and CLIP score with any
+transformers CLIP model.
+
+Feature extractors:
+
+- any `torch.nn.Module` mapping a float image batch `[B, C, H, W]` in [0, 1] to features `[B, D]` (a domain encoder,
+  a tiny test network, the vision tower of a medical CLIP, ...);
+- `"inception"`: torchmetrics' Inception-v3 (the FID standard), built from weights the user already has, given as
+  `inception_weights="/path/to/pt_inception-2015-12-05-6726825d.pth"`. Nothing is ever downloaded; without the weights
+  (or without `torch-fidelity`) the call stops with instructions.
+
+CLIP score is `100 * max(cos(image_embedding, text_embedding), 0)` averaged over pairs (as torchmetrics defines it),
+computed with a `transformers` `CLIPModel` and its processor.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["clip_score", "image_generation_scores", "images_to_tensor"]
+
+INCEPTION_WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+
+
+def images_to_tensor(images, channels: int = 3) -> torch.Tensor:
+    """PIL images / numpy arrays (HWC, uint8 or float in [0, 1]) / a tensor -> float tensor `[B, channels, H, W]` in
+    [0, 1]. Grey-scale is repeated to `channels`; all images must share one size."""
+    if isinstance(images, torch.Tensor):
+        tensor = images
+        if tensor.dtype == torch.uint8:
+            tensor = tensor.float() / 255.0
+        if tensor.dim() == 3:
+            tensor = tensor.unsqueeze(1)
+    else:
+        if len(images) == 0:
+            raise ValueError("Got an empty list of images.")
+        arrays = []
+        for i, image in enumerate(images):
+            array = np.asarray(image)
+            if array.ndim == 2:
+                array = array[:, :, None]
+            if array.ndim != 3:
+                raise ValueError(f"Image {i} has shape {array.shape}; expected HxW or HxWxC.")
+            array = array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else array.astype(np.float32)
+            arrays.append(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1))
+        sizes = {tuple(a.shape[1:]) for a in arrays}
+        if len(sizes) > 1:
+            raise ValueError(f"Images have different sizes {sorted(sizes)}; resize them to one size first.")
+        tensor = torch.stack([a[:1] if a.shape[0] == 4 and channels != 4 else a[:3] for a in arrays])
+    tensor = tensor.float()
+    if not torch.isfinite(tensor).all():
+        raise ValueError("Images contain NaN or inf values.")
+    if tensor.shape[1] == 1 and channels != 1:
+        tensor = tensor.repeat(1, channels, 1, 1)
+    return tensor.clamp(0.0, 1.0)
+
+
+class _UInt8ToFloat(nn.Module):
+    """Adapter so a float-input module can sit behind torchmetrics' uint8 / float call convention."""
+
+    def __init__(self, module: nn.Module, num_features: int):
+        super().__init__()
+        self.module = module
+        self.num_features = num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        features = self.module(x)
+        if not isinstance(features, torch.Tensor):
+            features = getattr(features, "pooler_output", None) or features[0]
+        return features.reshape(features.shape[0], -1).double()
+
+
+def _inception(weights: str | None) -> nn.Module:
+    try:
+        from torchmetrics.image.fid import NoTrainInceptionV3
+        from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
+    except ImportError as error:  # pragma: no cover
+        raise ImportError("The Inception feature extractor needs `torchmetrics`.") from error
+    if not _TORCH_FIDELITY_AVAILABLE:
+        raise ImportError(
+            "feature_extractor='inception' needs `torch-fidelity` (`pip install torch-fidelity`) and the Inception "
+            f"weights file, downloaded once by you from {INCEPTION_WEIGHTS_URL} and passed as "
+            "`inception_weights=path`. Or pass any torch.nn.Module as `feature_extractor`."
+        )
+    if weights is None or not os.path.isfile(weights):
+        raise FileNotFoundError(
+            f"Inception weights not found (inception_weights={weights!r}). hf-meddiff never downloads them: fetch "
+            f"{INCEPTION_WEIGHTS_URL} yourself and pass `inception_weights='/path/to/file.pth'`, or pass any "
+            "torch.nn.Module as `feature_extractor`."
+        )
+    return NoTrainInceptionV3(
+        name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=weights
+    )
+
+
+@torch.no_grad()
+def clip_score(
+    images, texts: Sequence[str], clip_model: nn.Module, clip_processor, batch_size: int = 32
+) -> tuple[float, list[float]]:
+    """CLIP score of image/text pairs: `100 * max(cos, 0)` per pair; returns `(mean, per_pair)`.
+
+    `clip_model` is a `transformers.CLIPModel` (or anything with `get_image_features` / `get_text_features`);
+    `clip_processor` a `CLIPProcessor` (images as PIL / numpy / tensors in [0, 1]).
+    """
+    texts = list(texts)
+    images = list(images) if not isinstance(images, torch.Tensor) else list(images.unbind(0))
+    if len(images) != len(texts):
+        raise ValueError(
+            f"Got {len(images)} images but {len(texts)} texts; CLIP score needs one text per image."
+        )
+    device = next(clip_model.parameters()).device
+    scores: list[float] = []
+    for start in range(0, len(texts), batch_size):
+        batch_images = images[start : start + batch_size]
+        if batch_images and isinstance(batch_images[0], torch.Tensor):
+            batch_images = [
+                (img.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy() for img in batch_images
+            ]
+        inputs = clip_processor(
+            text=texts[start : start + batch_size],
+            images=batch_images,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+        )
+        image_features = _features(
+            clip_model.get_image_features(pixel_values=inputs["pixel_values"].to(device))
+        )
+        text_features = _features(
+            clip_model.get_text_features(
+                input_ids=inputs["input_ids"].to(device), attention_mask=inputs["attention_mask"].to(device)
+            )
+        )
+        cosine = torch.nn.functional.cosine_similarity(image_features.float(), text_features.float(), dim=-1)
+        scores.extend((100.0 * cosine.clamp(min=0)).tolist())
+    return sum(scores) / len(scores), scores
+
+
+def _features(output) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+@torch.no_grad()
+def image_generation_scores(
+    real_images=None,
+    generated_images=None,
+    prompts: Sequence[str] | None = None,
+    feature_extractor: nn.Module | str | None = None,
+    inception_weights: str | None = None,
+    clip_model: nn.Module | None = None,
+    clip_processor=None,
+    kid_subset_size: int | None = None,
+    kid_subsets: int = 100,
+    batch_size: int = 32,
+) -> dict[str, float]:
+    """FID / KID between real and generated images, and CLIP score of generated images against their prompts.
+
+    Args:
+        real_images / generated_images: lists of PIL images or arrays (HxW or HxWxC), or float tensors
+            `[B, C, H, W]` in [0, 1]. Each set is one size.
+        prompts: one text per generated image, for the CLIP score.
+        feature_extractor: an `nn.Module` (float images in [0, 1] -> features `[B, D]`) or `"inception"` (needs
+            `inception_weights`). FID/KID are computed only when it and both image sets are given.
+        inception_weights: path of the torch-fidelity Inception weights you already have.
+        clip_model / clip_processor: a transformers CLIP model and processor, for `clip_score`.
+        kid_subset_size: KID subset size (defaults to min(1000, number of images)); `kid_subsets` subsets.
+
+    Returns:
+        `dict` with `fid`, `kid_mean`, `kid_std` and/or `clip_score`.
+
+    Example:
+    ```python
+    >>> import torch
+    >>> from hf_meddiff.metrics import image_generation_scores
+    >>> encoder = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())  # 12 features
+    >>> real, fake = torch.rand(8, 3, 16, 16), torch.rand(8, 3, 16, 16)
+    >>> sorted(image_generation_scores(real, fake, feature_extractor=encoder))
+    ['fid', 'kid_mean', 'kid_std']
+    ```
+    """
+    scores: dict[str, float] = {}
+    if feature_extractor is not None:
+        if real_images is None or generated_images is None:
+            raise ValueError("FID/KID need both `real_images` and `generated_images`.")
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        real, fake = images_to_tensor(real_images), images_to_tensor(generated_images)
+        if len(real) < 2 or len(fake) < 2:
+            raise ValueError(
+                f"FID/KID need at least 2 images per set, got {len(real)} real and {len(fake)} generated."
+            )
+        if feature_extractor == "inception":
+            module = _inception(inception_weights)
+        elif isinstance(feature_extractor, nn.Module):
+            was_training = feature_extractor.training
+            feature_extractor.eval()
+            num_features = feature_extractor(real[:1].to(_device(feature_extractor))).reshape(1, -1).shape[-1]
+            feature_extractor.train(was_training)
+            module = _UInt8ToFloat(feature_extractor.eval(), num_features)
+        else:
+            raise TypeError(
+                f"feature_extractor must be a torch.nn.Module or 'inception', got {type(feature_extractor).__name__}."
+            )
+        device = _device(module)
+        fid = FrechetInceptionDistance(feature=module, normalize=True).to(device)
+        subset = kid_subset_size or min(1000, len(real), len(fake))
+        kid = KernelInceptionDistance(
+            feature=module, normalize=True, subset_size=subset, subsets=kid_subsets
+        ).to(device)
+        for images, is_real in ((real, True), (fake, False)):
+            for start in range(0, len(images), batch_size):
+                batch = images[start : start + batch_size].to(device)
+                fid.update(batch, real=is_real)
+                kid.update(batch, real=is_real)
+        scores["fid"] = float(fid.compute())
+        kid_mean, kid_std = kid.compute()
+        scores["kid_mean"], scores["kid_std"] = float(kid_mean), float(kid_std)
+    if clip_model is not None:
+        if clip_processor is None or prompts is None or generated_images is None:
+            raise ValueError(
+                "CLIP score needs `clip_model`, `clip_processor`, `prompts` and `generated_images`."
+            )
+        scores["clip_score"], _ = clip_score(
+            generated_images, prompts, clip_model, clip_processor, batch_size
+        )
+    if not scores:
+        raise ValueError(
+            "Nothing to compute: pass `feature_extractor` (FID/KID) and/or `clip_model` (CLIP score)."
+        )
+    return scores
+
+
+def _device(module: nn.Module) -> torch.device:
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
