@@ -1,0 +1,247 @@
+# Copyright 2026 The hf-meddiff Authors. Licensed under the Apache License, Version 2.0.
+"""Configuration of the masked-diffusion SFT trainer."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainingArguments
+
+from ..constants import REASONING_STYLES, TASKS
+
+
+@dataclass
+class MedDiffSFTConfig(TrainingArguments):
+    r"""
+    Configuration of [`MedDiffSFTTrainer`]: masked-diffusion supervised fine-tuning of a MedDiff model on batches
+    that mix tasks (VQA / diagnosis, report generation, text-to-image and grounded reasoning).
+
+    Using [`~transformers.HfArgumentParser`] (or TRL's `TrlParser`) this class turns into command-line arguments,
+    and a YAML recipe in `trainers/` sets any of its fields.
+
+    Parameters:
+        > Parameters that control the data preprocessing
+
+        tasks (`list[str]`, *optional*, defaults to `["vqa", "report", "t2i", "reasoning"]`):
+            Tasks built from each canonical record (those whose fields the record has): `vqa` (question ->
+            answer), `report` (image -> report), `t2i` (report -> image tokens), `reasoning` (question ->
+            `<think>…</think><answer>…</answer>` in one of `reasoning_styles`).
+        task_mix (`dict[str, float]`, *optional*):
+            Expected number of examples of each task per eligible record: `1.0` builds one from every record,
+            `0.5` from a (seeded) half of them, `2.0` two (reasoning examples then differ in style). Tasks left
+            out default to `1.0`.
+        reasoning_styles (`list[str]`, *optional*, defaults to `["think_before", "think_after", "no_think"]`):
+            Reasoning target layouts, assigned to the reasoning examples in turn (see
+            `hf_meddiff.formatting.format_reasoning`).
+        max_length (`int`, *optional*, defaults to `512`):
+            Longest tokenised example. A longer one is a bad record (see `skip_bad_records`): a masked-diffusion
+            target cannot be truncated without teaching the model to stop early.
+        response_length (`int`, *optional*):
+            Text responses are padded with `<|eos|>` to this many tokens (LLaDA: the padding is part of the
+            response and of the loss, which teaches the sampler where to stop). `None` pads nothing.
+        response_length_per_task (`dict[str, int]`, *optional*):
+            Per-task override of `response_length`, e.g. `{"vqa": 8, "report": 96}`.
+        image_tokenization_batch_size (`int`, *optional*, defaults to `32`):
+            Images per batch when the image tokenizer encodes the dataset (once, before training).
+        dataset_cache_dir (`str`, *optional*):
+            Folder where the image token ids of a dataset are cached (keyed by the dataset's and image
+            tokenizer's fingerprints) so that later runs reuse them. `None` keeps them in memory for this run.
+        dataset_num_proc (`int`, *optional*):
+            Processes for `datasets.map` while building the task examples.
+        skip_bad_records (`bool`, *optional*, defaults to `False`):
+            When a record cannot be used (image that does not decode, answer letter outside the options, too
+            long, …) the error names the record and stops; with `True` such records are skipped and counted.
+
+        > Parameters that control the training objective
+
+        task_loss_weights (`dict[str, float]`, *optional*):
+            Loss weight per task; overrides `model.config.task_loss_weights` for the model being trained.
+
+        > Parameters that control logging and reliability
+
+        log_task_losses (`bool`, *optional*, defaults to `True`):
+            Log `text_loss`, `image_loss` and the average loss of each task (`loss_vqa`, …) next to `loss`.
+        save_on_signal (`bool`, *optional*, defaults to `True`):
+            On SIGTERM, finish the current optimizer step, save a checkpoint and stop training.
+        stop_on_nonfinite_loss (`bool`, *optional*, defaults to `True`):
+            Stop with an error naming the step and the batch's records when the loss is NaN or infinite,
+            before the optimizer applies it, so the last checkpoint stays good.
+
+    > [!NOTE]
+    > These parameters have defaults different from [`~transformers.TrainingArguments`]: `learning_rate` (3e-4),
+    > `logging_steps` (10), `remove_unused_columns` (`False`, the collator needs every column),
+    > `prediction_loss_only` (`True`, no full-vocabulary logits are gathered at evaluation), `save_total_limit` (2).
+
+    Example:
+
+    ```python
+    >>> from hf_meddiff import MedDiffSFTConfig
+    >>> args = MedDiffSFTConfig(output_dir="out", task_loss_weights={"t2i": 0.5}, report_to="none")
+    >>> args.task_loss_weights["t2i"], args.remove_unused_columns
+    (0.5, False)
+    ```
+    """
+
+    _VALID_DICT_FIELDS = TrainingArguments._VALID_DICT_FIELDS + [
+        "task_mix",
+        "response_length_per_task",
+        "task_loss_weights",
+    ]
+
+    # Parameters whose defaults differ from TrainingArguments.
+    learning_rate: float = field(default=3e-4, metadata={"help": "The initial learning rate for AdamW."})
+    logging_steps: float = field(
+        default=10,
+        metadata={
+            "help": "Log every X update steps. An integer, or a float in [0, 1) read as a ratio of the total steps."
+        },
+    )
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Keep every column: the MedDiff collator needs `task_ids` and `example_ids`."},
+    )
+    prediction_loss_only: bool = field(
+        default=True,
+        metadata={"help": "At evaluation only compute the loss (no full-vocabulary logits are gathered)."},
+    )
+    save_total_limit: int | None = field(
+        default=2, metadata={"help": "Keep at most this many checkpoints in `output_dir` (oldest deleted)."}
+    )
+
+    # Parameters that control the data preprocessing
+    tasks: list[str] = field(
+        default_factory=lambda: list(TASKS),
+        metadata={"help": f"Tasks built from each canonical record; any of {list(TASKS)}."},
+    )
+    task_mix: dict[str, float] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Expected examples of each task per eligible record, e.g. {'vqa': 2.0, 't2i': 0.5}; "
+            "missing tasks default to 1.0."
+        },
+    )
+    reasoning_styles: list[str] = field(
+        default_factory=lambda: list(REASONING_STYLES),
+        metadata={"help": f"Reasoning target layouts used in turn; any of {list(REASONING_STYLES)}."},
+    )
+    max_length: int | None = field(
+        default=512,
+        metadata={
+            "help": "Longest tokenised example; a longer record is a bad record (see skip_bad_records)."
+        },
+    )
+    response_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Pad text responses with <|eos|> to this many tokens (LLaDA-style); None pads nothing."
+        },
+    )
+    response_length_per_task: dict[str, int] | str | None = field(
+        default=None,
+        metadata={"help": "Per-task override of response_length, e.g. {'vqa': 8, 'report': 96}."},
+    )
+    image_tokenization_batch_size: int = field(
+        default=32,
+        metadata={
+            "help": "Images per batch when the image tokenizer encodes the dataset (once, before training)."
+        },
+    )
+    dataset_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder caching the image token ids of a dataset (keyed by dataset and image tokenizer "
+            "fingerprints) for later runs; None keeps them in memory for this run."
+        },
+    )
+    dataset_num_proc: int | None = field(
+        default=None, metadata={"help": "Processes for datasets.map while building the task examples."}
+    )
+    skip_bad_records: bool = field(
+        default=False,
+        metadata={
+            "help": "Skip (and count) records that cannot be used instead of stopping with an error that names them."
+        },
+    )
+
+    # Parameters that control the training objective
+    task_loss_weights: dict[str, float] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Loss weight per task, e.g. {'t2i': 0.5}; overrides model.config.task_loss_weights. "
+            "Missing tasks keep the model's weight."
+        },
+    )
+
+    # Parameters that control logging and reliability
+    log_task_losses: bool = field(
+        default=True,
+        metadata={"help": "Log text_loss, image_loss and loss_<task> (average per task) next to loss."},
+    )
+    save_on_signal: bool = field(
+        default=True,
+        metadata={"help": "On SIGTERM finish the current step, save a checkpoint and stop training."},
+    )
+    stop_on_nonfinite_loss: bool = field(
+        default=True,
+        metadata={
+            "help": "Stop with an error naming the step and records when the loss is NaN/inf, before the "
+            "optimizer applies it (the last checkpoint stays good)."
+        },
+    )
+
+    def __post_init__(self):
+        for name in ("task_mix", "response_length_per_task", "task_loss_weights"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    setattr(self, name, json.loads(value))
+                except json.JSONDecodeError as error:
+                    raise ValueError(
+                        f"{name} must be a mapping like '{{\"vqa\": 1.0}}', got {value!r} ({error})."
+                    ) from error
+        super().__post_init__()
+        self._validate_sft_fields()
+
+    def _validate_sft_fields(self) -> None:
+        self.tasks = list(self.tasks)
+        unknown = [task for task in self.tasks if task not in TASKS]
+        if unknown or not self.tasks:
+            raise ValueError(f"tasks={self.tasks!r}: choose one or more of {list(TASKS)}.")
+        for name in ("task_mix", "response_length_per_task", "task_loss_weights"):
+            value: dict[str, Any] | None = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ValueError(f"{name} must be a mapping task -> value, got {value!r}.")
+            bad = sorted(set(value) - set(TASKS))
+            if bad:
+                raise ValueError(f"{name} has unknown tasks {bad}; known tasks are {list(TASKS)}.")
+            negative = {task: v for task, v in value.items() if not float(v) >= 0}
+            if negative:
+                raise ValueError(f"{name} values must be >= 0, got {negative}.")
+        self.reasoning_styles = list(self.reasoning_styles)
+        bad_styles = [style for style in self.reasoning_styles if style not in REASONING_STYLES]
+        if bad_styles or not self.reasoning_styles:
+            raise ValueError(
+                f"reasoning_styles={self.reasoning_styles!r}: choose one or more of {list(REASONING_STYLES)}."
+            )
+        if self.max_length is not None and self.max_length < 8:
+            raise ValueError(
+                f"max_length ({self.max_length}) is too small for any MedDiff layout; use e.g. 512."
+            )
+
+    def task_examples_per_record(self, task: str) -> float:
+        """Expected number of examples of `task` built from one eligible record (0.0 when not in `tasks`)."""
+        if task not in self.tasks:
+            return 0.0
+        return float((self.task_mix or {}).get(task, 1.0))
+
+    def response_length_for(self, task: str) -> int | None:
+        """EOS-padded response length of a text `task` (`response_length_per_task` first, then `response_length`)."""
+        per_task = self.response_length_per_task or {}
+        return int(per_task[task]) if task in per_task else self.response_length
+
+
+__all__ = ["MedDiffSFTConfig"]
