@@ -1,0 +1,521 @@
+"""The `hf-meddiff` command.
+
+```
+hf-meddiff demo        the embedded default end to end: MedPhantom -> tokenizers -> pretraining -> evaluation
+hf-meddiff sft         masked-diffusion SFT / pretraining from a YAML recipe (`--config trainers/….yaml`)
+hf-meddiff ddpo        DDPO on Stable Diffusion from a YAML recipe
+hf-meddiff tokenizer   fit the VQ image tokenizer (and the text tokenizer) on a dataset's images
+hf-meddiff data        make / inspect MedPhantom, convert a public set to the canonical form
+hf-meddiff generate    a VQA answer, a report or an image from a trained model folder
+hf-meddiff evaluate    VQA accuracy, report metrics, grounding, image metrics -> Markdown + JSON + PNG plots
+```
+
+Every subcommand takes `--help`. The module runs as `python -m hf_meddiff.cli …`, so multi-process training
+works with `accelerate launch -m hf_meddiff.cli sft --config trainers/….yaml`.
+
+Subcommands import their machinery only when they run, so `hf-meddiff --help` is fast and a missing
+optional piece only affects the subcommand that needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+PROG = "hf-meddiff"
+
+# Subcommands whose arguments belong to another module's `main(argv)` (recipe scripts).
+PASSTHROUGH = {
+    "sft": (
+        "hf_meddiff.trainer.sft_script",
+        "masked-diffusion SFT / pretraining from a YAML recipe (see trainers/)",
+    ),
+    "ddpo": (
+        "hf_meddiff.trainer.ddpo_cli",
+        "DDPO on a Stable Diffusion pipeline from a YAML recipe (see trainers/)",
+    ),
+}
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as `hf-meddiff <cmd>: error: <message>` with exit status 2."""
+
+
+def require(module: str, attr: str | None = None, *, what: str) -> Any:
+    """Import `module` (and get `attr`), or raise a `CLIError` that says which piece is missing."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name and (err.name == module or module.startswith(err.name + ".")):
+            raise CLIError(
+                f"{what} needs `{module}`, which is not part of this installation of hf-meddiff yet. "
+                "Update hf-meddiff (pip install -U hf-meddiff) or use a subcommand that does not need it."
+            ) from err
+        raise
+    if attr is None:
+        return mod
+    if not hasattr(mod, attr):
+        raise CLIError(
+            f"{what} needs `{module}.{attr}`, which this installation of hf-meddiff does not define."
+        )
+    return getattr(mod, attr)
+
+
+# --------------------------------------------------------------------------------------------------------
+# YAML config support: `--config file.yaml` supplies defaults; flags on the command line win.
+# --------------------------------------------------------------------------------------------------------
+
+
+def _apply_yaml_config(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace):
+    config = getattr(args, "config", None)
+    if not config:
+        return args
+    import yaml
+
+    path = Path(config)
+    if not path.is_file():
+        raise CLIError(f"--config {config}: no such file.")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise CLIError(f"--config {config}: not valid YAML ({err}).") from err
+    if not isinstance(values, dict):
+        raise CLIError(f"--config {config}: the top level must be a mapping of option: value.")
+    dests = {a.dest for a in parser._actions}
+    defaults = {}
+    for key, value in values.items():
+        dest = str(key).replace("-", "_")
+        if dest not in dests or dest in ("config", "help"):
+            known = ", ".join(sorted(d for d in dests if d not in ("config", "help", "func")))
+            raise CLIError(f"--config {config}: unknown key {key!r}. Known keys: {known}.")
+        defaults[dest] = value
+    parser.set_defaults(**defaults)
+    return parser.parse_args(list(argv))
+
+
+# --------------------------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------------------------
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the embedded default end to end (MedPhantom -> tokenizers -> pretraining -> evaluation)",
+        description=(
+            "Run the main job on the embedded default, offline, on a CPU: generate MedPhantom cases, fit the "
+            "VQ image tokenizer and the text tokenizer, pretrain the embedded MedDiff model with the SFT "
+            "recipe, then evaluate it (VQA accuracy vs chance, report BLEU-1/ROUGE-L, a report-to-image grid)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--output-dir", default="outputs/demo", help="folder for every artefact of the run")
+    p.add_argument(
+        "--num-cases", type=int, default=None, help="MedPhantom cases (default: 600, 48 with --quick)"
+    )
+    p.add_argument("--max-steps", type=int, default=None, help="pretraining steps (default from the recipe)")
+    p.add_argument(
+        "--tokenizer-steps", type=int, default=None, help="image-tokenizer training steps (default by mode)"
+    )
+    p.add_argument("--eval-samples", type=int, default=None, help="test cases to evaluate (default by mode)")
+    p.add_argument(
+        "--recipe", default=None, help="SFT recipe YAML (default: the embedded pretraining recipe)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="a tiny (~1 minute) version, for smoke tests")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoOptions, run_demo
+
+    summary = run_demo(
+        DemoOptions(
+            output_dir=args.output_dir,
+            num_cases=args.num_cases,
+            max_steps=args.max_steps,
+            tokenizer_steps=args.tokenizer_steps,
+            eval_samples=args.eval_samples,
+            recipe=args.recipe,
+            seed=args.seed,
+            quick=args.quick,
+        )
+    )
+    return 0 if summary.get("ok", True) else 1
+
+
+# --------------------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------------------
+
+PUBLIC_SOURCES = ("iu_xray", "mimic_cxr", "vqa_rad", "slake", "omnimedvqa", "pmc_vqa", "isic")
+
+
+def _add_data(sub) -> None:
+    p = sub.add_parser(
+        "data",
+        help="make / inspect MedPhantom, convert a public set to the canonical form",
+        description="Datasets in hf-meddiff's canonical form (see hf_meddiff.data.schema).",
+    )
+    dsub = p.add_subparsers(dest="data_command", metavar="{make,inspect,convert}")
+    dsub.required = True
+
+    make = dsub.add_parser(
+        "make",
+        help="generate MedPhantom cases and save them",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Generate the embedded MedPhantom dataset (deterministic for a given seed) and save it.",
+    )
+    make.add_argument("--output-dir", required=True, help="where to save the dataset")
+    make.add_argument("--num-cases", type=int, default=200)
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--image-size", type=int, default=None, help="image side in pixels (generator default)")
+    make.add_argument(
+        "--format", choices=("parquet", "disk"), default="parquet", help="Parquet or save_to_disk"
+    )
+    make.set_defaults(func=_run_data_make)
+
+    inspect = dsub.add_parser(
+        "inspect",
+        help="summarise a saved canonical dataset (counts per split/modality/question type, an example)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    inspect.add_argument("path", help="a save_to_disk folder, a Parquet file or a folder of Parquet files")
+    inspect.add_argument("--num-examples", type=int, default=1, help="examples to print")
+    inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
+    inspect.set_defaults(func=_run_data_inspect)
+
+    convert = dsub.add_parser(
+        "convert",
+        help="convert a public dataset from its native files to the canonical form",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Sources: " + ", ".join(PUBLIC_SOURCES) + ". The native files are read from --input.",
+    )
+    convert.add_argument("source", choices=PUBLIC_SOURCES)
+    convert.add_argument(
+        "--input", required=True, help="the dataset's folder (or annotation file) as downloaded"
+    )
+    convert.add_argument("--output-dir", required=True)
+    convert.add_argument("--format", choices=("parquet", "disk"), default="parquet")
+    convert.add_argument("--check-phi", action="store_true", help="scan text columns for PHI before saving")
+    convert.set_defaults(func=_run_data_convert)
+
+
+def _run_data_make(args: argparse.Namespace) -> int:
+    from .evaluation import make_medphantom, save_canonical
+
+    if args.num_cases <= 0:
+        raise CLIError(f"--num-cases must be positive, got {args.num_cases}.")
+    ds = make_medphantom(args.num_cases, seed=args.seed, image_size=args.image_size)
+    out = save_canonical(ds, args.output_dir, fmt=args.format)
+    print(f"Saved {len(ds)} MedPhantom cases to {out}")
+    return 0
+
+
+def _run_data_inspect(args: argparse.Namespace) -> int:
+    from .evaluation import describe_dataset, load_canonical
+
+    ds = load_canonical(args.path)
+    summary = describe_dataset(ds, num_examples=args.num_examples)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"{args.path}: {summary['num_rows']} rows")
+    print("columns: " + ", ".join(summary["columns"]))
+    for key in ("split", "modality", "question_type", "source"):
+        counts = summary["counts"].get(key)
+        if counts:
+            print(f"{key}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    for name, value in summary["fields"].items():
+        print(f"{name}: {value}")
+    for i, example in enumerate(summary["examples"]):
+        print(f"--- example {i}")
+        for key, value in example.items():
+            print(f"  {key}: {value}")
+    return 0
+
+
+def _run_data_convert(args: argparse.Namespace) -> int:
+    from .evaluation import save_canonical
+
+    loader = require(
+        "hf_meddiff.data", f"load_{args.source}", what=f"`hf-meddiff data convert {args.source}`"
+    )
+    if not Path(args.input).exists():
+        raise CLIError(f"--input {args.input}: no such file or folder.")
+    ds = loader(args.input)
+    if args.check_phi:
+        check_no_phi = require("hf_meddiff.data", "check_no_phi", what="--check-phi")
+        check_no_phi(ds)
+    out = save_canonical(ds, args.output_dir, fmt=args.format)
+    print(f"Converted {len(ds)} records of {args.source} to {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# tokenizer
+# --------------------------------------------------------------------------------------------------------
+
+
+def _add_tokenizer(sub) -> None:
+    p = sub.add_parser(
+        "tokenizer",
+        help="fit the VQ image tokenizer (and the text tokenizer) on a dataset",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=(
+            "Fit MedDiffImageTokenizer (a diffusers VQModel) on a dataset's images and report the reconstruction "
+            "error on held-out images; with --text also train the text tokenizer on the dataset's text, and "
+            "save a MedDiffProcessor that bundles both. Options may come from --config (YAML, same names)."
+        ),
+    )
+    p.add_argument("--config", default=None, help="YAML file with any of these options")
+    p.add_argument("--data", default="medphantom", help="'medphantom' or a saved canonical dataset path")
+    p.add_argument("--num-cases", type=int, default=200, help="MedPhantom cases when --data medphantom")
+    p.add_argument("--split", default="train", help="split to fit on ('all' for every row)")
+    p.add_argument("--output-dir", required=False, default=None, help="where to save the tokenizer(s)")
+    p.add_argument("--image-size", type=int, default=None, help="image side the tokenizer sees")
+    p.add_argument("--codebook-size", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None, help="VQ training steps")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--text", action="store_true", help="also train the text tokenizer")
+    p.add_argument("--text-vocab-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_tokenizer)
+
+
+def _run_tokenizer(args: argparse.Namespace) -> int:
+    from .evaluation import fit_tokenizers, load_data_arg
+
+    if not args.output_dir:
+        raise CLIError("--output-dir is required (on the command line or in --config).")
+    ds = load_data_arg(args.data, num_cases=args.num_cases, seed=args.seed, split=args.split)
+    report = fit_tokenizers(
+        ds,
+        args.output_dir,
+        image_size=args.image_size,
+        codebook_size=args.codebook_size,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        text=args.text,
+        text_vocab_size=args.text_vocab_size,
+        seed=args.seed,
+    )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# generate
+# --------------------------------------------------------------------------------------------------------
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="answer a question, write a report, or draw an image with a trained model",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Generate with a trained MedDiff model folder (or a Hub id).",
+        epilog=(
+            "examples:\n"
+            "  hf-meddiff generate --model outputs/demo/model --image scan.png --question 'Which modality?' \\\n"
+            "      --options CT MRI X-ray ultrasound\n"
+            "  hf-meddiff generate --model outputs/demo/model --image scan.png --task report\n"
+            "  hf-meddiff generate --model outputs/demo/model --prompt 'Findings: round lesion.' --output img.png"
+        ),
+    )
+    p.add_argument("--model", required=True, help="a saved model folder (model + processor) or a Hub id")
+    p.add_argument("--task", choices=("auto", "vqa", "report", "image"), default="auto")
+    p.add_argument("--image", default=None, help="input image (PNG/JPEG, DICOM, NIfTI) for vqa/report")
+    p.add_argument("--question", default=None, help="the question (vqa)")
+    p.add_argument("--options", nargs="*", default=None, help="multiple-choice option texts (A, B, C, …)")
+    p.add_argument("--prompt", default=None, help="report text to draw an image from (image task)")
+    p.add_argument("--output", default=None, help="where to save a generated image (default generated.png)")
+    p.add_argument("--gen-length", type=int, default=None, help="text tokens to generate")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--trust-remote-code", action="store_true", help="load a Hub model with its own code")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    task = args.task
+    if task == "auto":
+        task = "image" if args.prompt is not None else ("vqa" if args.question else "report")
+    if task in ("vqa", "report") and not args.image:
+        raise CLIError(f"--task {task} needs --image PATH.")
+    if task == "vqa" and not args.question:
+        raise CLIError("--task vqa needs --question TEXT.")
+    if task == "image" and not args.prompt:
+        raise CLIError("--task image needs --prompt 'report text'.")
+    from .evaluation import generate_one
+
+    result = generate_one(
+        args.model,
+        task=task,
+        image=args.image,
+        question=args.question,
+        options=args.options,
+        prompt=args.prompt,
+        output=args.output or "generated.png",
+        gen_length=args.gen_length,
+        steps=args.steps,
+        seed=args.seed,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+    )
+    print(result)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# evaluate
+# --------------------------------------------------------------------------------------------------------
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a trained model on a split: Markdown + JSON table and PNG plots",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=(
+            "VQA accuracy (overall / per modality / per question type, with chance), report BLEU-1..4, ROUGE-L, "
+            "CIDEr and clinical efficacy, grounding scores when generated rationales contain boxes, optional "
+            "image metrics for report-to-image. Writes results.json, results.md and PNG plots (image grids with "
+            "boxes; loss and reward curves from trainer_state.json)."
+        ),
+    )
+    p.add_argument("--config", default=None, help="YAML file with any of these options")
+    p.add_argument("--model", required=False, default=None, help="a saved model folder or a Hub id")
+    p.add_argument("--data", default="medphantom", help="'medphantom' or a saved canonical dataset path")
+    p.add_argument("--num-cases", type=int, default=200, help="MedPhantom cases when --data medphantom")
+    p.add_argument("--split", default="test")
+    p.add_argument("--max-samples", type=int, default=None, help="evaluate at most this many rows")
+    p.add_argument(
+        "--tasks", default="vqa,report,t2i", help="comma list of vqa, report, reasoning (grounding), t2i"
+    )
+    p.add_argument("--image-metrics", action="store_true", help="compute image metrics for t2i (slower)")
+    p.add_argument("--output-dir", default=None, help="default: <model>/eval")
+    p.add_argument("--trainer-state", default=None, help="trainer_state.json for loss/reward curves")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--gen-length", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import EVAL_TASKS
+
+    if not args.model:
+        raise CLIError("--model is required (on the command line or in --config).")
+    tasks = [t.strip() for t in str(args.tasks).split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in EVAL_TASKS]
+    if unknown:
+        raise CLIError(f"--tasks: unknown task(s) {unknown}; choose from {list(EVAL_TASKS)}.")
+    from .evaluation import evaluate_model, load_data_arg
+
+    ds = load_data_arg(args.data, num_cases=args.num_cases, seed=args.seed, split=args.split)
+    output_dir = args.output_dir or str(Path(args.model) / "eval")
+    summary = evaluate_model(
+        args.model,
+        ds,
+        output_dir=output_dir,
+        tasks=tasks,
+        max_samples=args.max_samples,
+        batch_size=args.batch_size,
+        gen_length=args.gen_length,
+        steps=args.steps,
+        image_metrics=args.image_metrics,
+        trainer_state=args.trainer_state,
+        seed=args.seed,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        dataset_name=args.data,
+        split=args.split,
+    )
+    print(Path(summary["files"]["markdown"]).read_text(encoding="utf-8"))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `hf-meddiff` argument parser (pass-through subcommands are listed but parsed by their scripts)."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="hf-meddiff: medical multimodal discrete diffusion on the Hugging Face stack.",
+        epilog="Run `hf-meddiff <command> --help` for a command's options. Not for clinical decisions.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    _add_demo(sub)
+    for name, (_, help_text) in PASSTHROUGH.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    _add_tokenizer(sub)
+    _add_data(sub)
+    _add_generate(sub)
+    _add_evaluate(sub)
+    return parser
+
+
+def _subparser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The deepest sub-parser the command line selects (for re-parsing with YAML defaults)."""
+    current = parser
+    for token in argv:
+        actions = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        if not actions or token not in actions[0].choices:
+            break
+        current = actions[0].choices[token]
+    return current
+
+
+def run_passthrough(command: str, argv: Sequence[str]) -> int:
+    """Hand `argv` to the recipe script behind `command` (`sft`, `ddpo`)."""
+    module, _ = PASSTHROUGH[command]
+    script_main: Callable[[list[str]], Any] = require(module, "main", what=f"`{PROG} {command}`")
+    result = script_main(list(argv))
+    return result if isinstance(result, int) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `hf-meddiff` (and `python -m hf_meddiff.cli`). Returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else None
+    try:
+        if command in PASSTHROUGH:
+            return run_passthrough(command, argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
+        sub_parser = _subparser(parser, argv)
+        if getattr(args, "config", None):
+            # YAML values become the sub-parser's defaults; explicit flags still win.
+            args = _apply_yaml_config(sub_parser, argv[1:], args)
+        return int(args.func(args) or 0)
+    except CLIError as err:
+        print(f"{PROG} {command or ''}: error: {err}".replace("  ", " "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The `hf-meddiff` command: help everywhere, clear errors, `data make` / `inspect` on a few cases."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+
+import pytest
+
+from hf_meddiff import cli
+
+SUBCOMMANDS = ["demo", "tokenizer", "data", "generate", "evaluate", "sft", "ddpo"]
+
+
+def test_top_level_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name in SUBCOMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo"],
+        ["tokenizer"],
+        ["data"],
+        ["data", "make"],
+        ["data", "inspect"],
+        ["data", "convert"],
+        ["generate"],
+        ["evaluate"],
+    ],
+)
+def test_every_builtin_subcommand_has_help(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: hf-meddiff " + " ".join(argv))
+    assert "--" in out  # documents at least one option
+
+
+@pytest.mark.parametrize("command", ["sft", "ddpo"])
+def test_passthrough_help_goes_to_the_recipe_script_or_says_what_is_missing(command, capsys):
+    module, _ = cli.PASSTHROUGH[command]
+    try:
+        __import__(module)
+    except ModuleNotFoundError:
+        assert cli.main([command, "--help"]) == 2
+        assert module in capsys.readouterr().err
+        return
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage" in capsys.readouterr().out.lower()
+
+
+def test_no_command_prints_help(capsys):
+    assert cli.main([]) == 0
+    assert "usage: hf-meddiff" in capsys.readouterr().out
+
+
+def test_unknown_subcommand_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train-everything"])
+    assert exit_info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_module_runs_as_a_script_for_accelerate_launch(monkeypatch, capsys):
+    # `accelerate launch -m hf_meddiff.cli …` runs the module as __main__: the guard must call main().
+    monkeypatch.setattr(sys, "argv", ["hf_meddiff.cli", "--version"])
+    monkeypatch.delitem(sys.modules, "hf_meddiff.cli", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("hf_meddiff.cli", run_name="__main__", alter_sys=False)
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("hf-meddiff ")
+
+
+def test_data_make_then_inspect(tmp_path, capsys):
+    out = tmp_path / "phantom"
+    assert cli.main(["data", "make", "--output-dir", str(out), "--num-cases", "6", "--image-size", "32"]) == 0
+    assert (out / "data.parquet").is_file()
+    assert "Saved 6 MedPhantom cases" in capsys.readouterr().out
+
+    assert cli.main(["data", "inspect", str(out), "--json", "--num-examples", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["num_rows"] == 6
+    assert sum(summary["counts"]["split"].values()) == 6
+    assert {"image", "modality", "question", "answer", "boxes"} <= set(summary["columns"])
+    assert summary["examples"][0]["image"].endswith("(32, 32)")
+
+    assert cli.main(["data", "inspect", str(out / "data.parquet")]) == 0
+    text = capsys.readouterr().out
+    assert "6 rows" in text and "modality:" in text
+
+
+def test_data_make_save_to_disk_roundtrips(tmp_path, capsys):
+    out = tmp_path / "disk"
+    assert (
+        cli.main(
+            [
+                "data",
+                "make",
+                "--output-dir",
+                str(out),
+                "--num-cases",
+                "3",
+                "--image-size",
+                "32",
+                "--format",
+                "disk",
+            ]
+        )
+        == 0
+    )
+    assert (out / "dataset_info.json").is_file()
+    capsys.readouterr()
+    assert cli.main(["data", "inspect", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_rows"] == 3
+
+
+def test_inspect_missing_path_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        cli.main(["data", "inspect", str(tmp_path / "nowhere")])
+
+
+def test_bad_values_give_clear_errors(tmp_path, capsys):
+    assert cli.main(["data", "make", "--output-dir", str(tmp_path), "--num-cases", "0"]) == 2
+    assert "--num-cases must be positive" in capsys.readouterr().err
+    assert cli.main(["generate", "--model", str(tmp_path), "--task", "vqa"]) == 2
+    assert "needs --image" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--tasks", "vqa"]) == 2
+    assert "--model is required" in capsys.readouterr().err
+
+
+def test_yaml_config_supplies_defaults_and_rejects_unknown_keys(tmp_path, capsys):
+    config = tmp_path / "eval.yaml"
+    config.write_text("tasks: vqa,bogus\nmodel: somewhere\n")
+    assert cli.main(["evaluate", "--config", str(config)]) == 2
+    assert "unknown task(s) ['bogus']" in capsys.readouterr().err
+    config.write_text("not_an_option: 1\n")
+    assert cli.main(["evaluate", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'not_an_option'" in err and str(config) in err

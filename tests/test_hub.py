@@ -1,0 +1,179 @@
+"""Model card rendering and the offline push round trip (uploads intercepted into a local folder)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard
+
+from hf_meddiff import MedDiffConfig, MedDiffForMaskedDiffusion
+from hf_meddiff.hub import (
+    NOT_FOR_CLINICAL_USE,
+    eval_results_from_summary,
+    push_meddiff_to_hub,
+    render_model_card,
+)
+
+SUMMARY = {
+    "dataset": {"name": "MedPhantom", "type": "medphantom", "split": "test", "num_samples": 12},
+    "vqa": {"accuracy": 0.5, "chance": 0.25, "n": 12, "per_modality": {"ct": {"accuracy": 1.0, "n": 2}}},
+    "report": {"bleu_1": 0.41, "bleu_4": 0.12, "rouge_l": 0.33, "clinical_efficacy": {"f1": 0.2}},
+}
+
+
+def test_card_has_metadata_model_index_and_clinical_warning():
+    card = render_model_card(
+        model_name="meddiff-phantom",
+        repo_id="me/meddiff-phantom",
+        datasets=["medphantom"],
+        eval_results=SUMMARY,
+        training_recipe={"learning_rate": 3e-4, "max_steps": 200},
+        base_model="me/meddiff-base",
+    )
+    reparsed = ModelCard(str(card))  # what the Hub would parse
+    data = reparsed.data.to_dict()
+    assert data["license"] == "apache-2.0"
+    assert data["library_name"] == "hf-meddiff"
+    assert data["pipeline_tag"] == "any-to-any"
+    assert data["base_model"] == "me/meddiff-base"
+    assert data["datasets"] == ["medphantom"]
+    assert "medical" in data["tags"]
+    results = {(r.task_type, r.metric_type): r.metric_value for r in reparsed.data.eval_results}
+    assert results[("visual-question-answering", "accuracy")] == 0.5
+    assert results[("image-to-text", "bleu_1")] == 0.41
+    assert results[("image-to-text", "ce_f1")] == 0.2
+    assert ("visual-question-answering", "n") not in results  # counts are not metrics
+    body = reparsed.text
+    assert NOT_FOR_CLINICAL_USE in body
+    assert body.index(NOT_FOR_CLINICAL_USE) < body.index("## Model description")
+    assert "| Report generation | BLEU-1 | 0.4100 |" in body
+    assert "max_steps: 200" in body
+    assert "me/meddiff-base" in body
+
+
+def test_card_without_results_says_so():
+    card = render_model_card(model_name="bare")
+    assert card.data.eval_results is None
+    assert "No evaluation results were recorded" in card.text
+    assert NOT_FOR_CLINICAL_USE in card.text
+
+
+def test_eval_results_skip_unknown_sections_and_non_numbers():
+    results = eval_results_from_summary(
+        {"dataset": {"name": "x"}, "misc": {"a": 1}, "vqa": {"accuracy": "n/a"}}
+    )
+    assert results == []
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """Intercept HfApi so a push copies the folder into tmp_path/hub/<repo_id>."""
+    hub = tmp_path / "hub"
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", repo_id, kwargs))
+        (hub / repo_id).mkdir(parents=True, exist_ok=True)
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        calls.append(("upload_folder", repo_id, kwargs))
+        shutil.copytree(folder_path, hub / repo_id, dirs_exist_ok=True)
+        return "commit-info"
+
+    def forbidden(self, *args, **kwargs):
+        raise AssertionError("the push must go through create_repo + upload_folder only")
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(HfApi, "create_commit", forbidden)
+    monkeypatch.setattr(HfApi, "upload_file", forbidden)
+    return hub, calls
+
+
+def _tiny_model():
+    torch.manual_seed(0)
+    return MedDiffForMaskedDiffusion(MedDiffConfig.from_preset("tiny")).eval()
+
+
+def test_push_round_trip_reloads_with_auto_classes(fake_hub, tmp_path):
+    from transformers import AutoModelForMaskedLM
+
+    hub, calls = fake_hub
+    model = _tiny_model()
+    results_file = tmp_path / "results.json"
+    results_file.write_text(json.dumps(SUMMARY))
+    assert (
+        push_meddiff_to_hub(model, None, "me/tiny-meddiff", eval_results=results_file, private=True)
+        == "commit-info"
+    )
+    assert [c[0] for c in calls] == ["create_repo", "upload_folder"]
+    assert calls[0][2]["private"] is True
+    folder = hub / "me" / "tiny-meddiff"
+    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in folder.iterdir()}
+
+    reloaded = AutoModelForMaskedLM.from_pretrained(folder).eval()
+    assert type(reloaded) is MedDiffForMaskedDiffusion
+    ids = torch.randint(0, model.config.vocab_size, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, model(input_ids=ids).logits)
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.eval_results[0].metric_value == 0.5
+    assert "tiny-meddiff" in card.text and NOT_FOR_CLINICAL_USE in card.text
+
+
+def test_push_rejects_bad_repo_id_and_missing_results(fake_hub, tmp_path):
+    model = _tiny_model()
+    with pytest.raises(ValueError, match="user/name"):
+        push_meddiff_to_hub(model, None, "a/b/c")
+    with pytest.raises(FileNotFoundError, match="hf-meddiff evaluate"):
+        push_meddiff_to_hub(model, None, "me/x", eval_results=tmp_path / "missing.json")
+    assert not (fake_hub[0] / "me" / "x").exists()
+
+
+BLOCK_HF_MEDDIFF = """
+import sys, importlib.abc
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "hf_meddiff" or name.startswith("hf_meddiff."):
+            raise ModuleNotFoundError(f"blocked: {name}", name=name)
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def test_pushed_folder_loads_with_remote_code_without_hf_meddiff(fake_hub, tmp_path):
+    hub, _ = fake_hub
+    model = _tiny_model()
+    push_meddiff_to_hub(model, None, "me/remote")
+    folder = hub / "me" / "remote"
+    expected = model(input_ids=torch.arange(10)[None]).logits[0, :, :5].tolist()
+    script = BLOCK_HF_MEDDIFF + textwrap.dedent(
+        f"""
+        import json, torch
+        from transformers import AutoModelForMaskedLM
+        try:
+            import hf_meddiff
+            raise SystemExit("hf_meddiff should not be importable here")
+        except ModuleNotFoundError:
+            pass
+        model = AutoModelForMaskedLM.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        with torch.no_grad():
+            logits = model(input_ids=torch.arange(10)[None]).logits[0, :, :5]
+        print(json.dumps({{"cls": type(model).__name__, "module": type(model).__module__, "logits": logits.tolist()}}))
+        """
+    )
+    env = {**__import__("os").environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=240
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["cls"] == "MedDiffForMaskedDiffusion"
+    assert not out["module"].startswith("hf_meddiff")
+    torch.testing.assert_close(torch.tensor(out["logits"]), torch.tensor(expected), atol=1e-5, rtol=1e-5)
