@@ -298,12 +298,28 @@ class MedDiffSFTTrainer(Trainer):
             inputs["noise_mask"], inputs["mask_ratio"] = self._noise_for(model, inputs, example_ids)
         # Without logits to return, the head runs on the masked response positions only.
         return_logits = return_outputs and not self.args.prediction_loss_only
+        # The model returns unweighted per-example losses (no task_ids); the task weights apply here, so that the
+        # per-task losses are logged unweighted (comparable across weightings, even for weight 0).
+        task_ids = inputs.pop("task_ids", None)
         outputs = model(**inputs, return_logits=return_logits)
-        loss = outputs.loss
-        self._record_and_check(loss, outputs, inputs, example_ids, mode)
+        per_sample = outputs.per_sample_loss
+        has_response = (inputs["labels"] != -100).any(dim=1)
+        if task_ids is not None and has_response.any():
+            weights = self._task_weights(per_sample.device)[task_ids]
+            loss = (weights * per_sample)[has_response].mean()
+        else:
+            loss = outputs.loss
+        self._record_and_check(loss, per_sample, has_response, task_ids, outputs, example_ids, mode)
         return (loss, outputs) if return_outputs else loss
 
-    def _record_and_check(self, loss, outputs, inputs, example_ids, mode: str) -> None:
+    def _task_weights(self, device: torch.device) -> torch.Tensor:
+        """`[num_tasks]` loss weights from `model.config.task_loss_weights` (set from `args.task_loss_weights`)."""
+        weights = getattr(_base_model(self.model).config, "task_loss_weights", None) or {}
+        return torch.tensor([float(weights.get(task, 1.0)) for task in TASKS], device=device)
+
+    def _record_and_check(
+        self, loss, per_sample, has_response, task_ids, outputs, example_ids, mode: str
+    ) -> None:
         """One collective per micro-batch: per-task loss sums/counts and the finiteness flag of every process."""
         check = self.args.stop_on_nonfinite_loss and mode == "train"
         if not (self.args.log_task_losses or check):
@@ -311,15 +327,8 @@ class MedDiffSFTTrainer(Trainer):
         num_tasks = len(TASKS)
         stats = torch.zeros(2 * num_tasks + 1, device=loss.device, dtype=torch.float32)
         stats[-1] = 0.0 if torch.isfinite(loss.detach()) else 1.0
-        per_sample = getattr(outputs, "per_sample_loss", None)
-        task_ids = inputs.get("task_ids")
         if self.args.log_task_losses and per_sample is not None and task_ids is not None:
-            weights = _base_model(self.model).config.task_loss_weights or {}
-            task_weight = torch.tensor(
-                [float(weights.get(task, 1.0)) or 1.0 for task in TASKS], device=loss.device
-            )
-            has_response = (inputs["labels"] != -100).any(dim=1)
-            values = per_sample.detach().float() / task_weight[task_ids]
+            values = per_sample.detach().float()
             ids = task_ids[has_response]
             stats[:num_tasks].index_add_(0, ids, values[has_response])
             stats[num_tasks : 2 * num_tasks].index_add_(0, ids, torch.ones_like(values[has_response]))
