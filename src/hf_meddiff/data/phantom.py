@@ -234,7 +234,7 @@ def _render_mri(rng, anat, size):
     x, y = _grid(size)
     j = lambda s: 1 + s * rng.uniform(-1, 1, n)  # noqa: E731
     img = np.zeros((n, size, size), np.float32)
-    brain, knee, spine = anat == 0, anat == 1, anat == 2
+    brain, knee = anat == 0, anat == 1
     head = _ellipse(x, y, 0.5, 0.5, 0.42 * j(0.04), 0.46 * j(0.04))
     grey = _ellipse(x, y, 0.5, 0.5, 0.38, 0.42)
     folds = 0.04 * np.sin(24 * np.arctan2(y - 0.5, x - 0.5) + rng.uniform(0, 6, n)[:, None, None])
@@ -263,7 +263,7 @@ def _render_xray(rng, anat, size):
     x, y = _grid(size)
     j = lambda s: 1 + s * rng.uniform(-1, 1, n)  # noqa: E731
     img = np.zeros((n, size, size), np.float32) + 0.08
-    chest, hand, pelvis = anat == 0, anat == 1, anat == 2
+    chest, hand = anat == 0, anat == 1
     thorax = _ellipse(x, y, 0.5, 0.55, 0.46 * j(0.03), 0.5, soft=0.06)
     c = _blend(img, thorax, 0.6)
     lungs = np.clip(
