@@ -278,6 +278,7 @@ def _add_tokenizer(sub) -> None:
     p.add_argument("--num-cases", type=int, default=200, help="MedPhantom cases when --data medphantom")
     p.add_argument("--split", default="train", help="split to fit on ('all' for every row)")
     p.add_argument("--output-dir", required=False, default=None, help="where to save the tokenizer(s)")
+    p.add_argument("--preset", choices=("embedded", "tiny"), default="embedded", help="VQ model size preset")
     p.add_argument("--image-size", type=int, default=None, help="image side the tokenizer sees")
     p.add_argument("--codebook-size", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None, help="VQ training steps")
@@ -298,6 +299,7 @@ def _run_tokenizer(args: argparse.Namespace) -> int:
     report = fit_tokenizers(
         ds,
         args.output_dir,
+        preset=args.preset,
         image_size=args.image_size,
         codebook_size=args.codebook_size,
         max_steps=args.max_steps,

@@ -32,7 +32,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .formatting import denormalize_box
+from tqdm.auto import tqdm
+
+from .formatting import denormalize_box, parse_answer, parse_boxes
 
 EVAL_TASKS = ("vqa", "report", "reasoning", "t2i")
 DATA_FILE = "data.parquet"
@@ -227,13 +229,13 @@ def fit_tokenizers(
     if learning_rate is not None:
         kwargs["lr"] = learning_rate
     if codebook_size is not None:
-        from .image_tokenizer import VQ_PRESETS
+        from .image_tokenizer import MedDiffImageTokenizer
 
-        vq_config = dict(VQ_PRESETS[preset])
-        size = int(vq_config.pop("image_size", image_size or 64))
-        vq_config["num_vq_embeddings"] = codebook_size
-        kwargs.pop("preset")
-        kwargs.update(vq_config=vq_config, image_size=image_size or size, preset=None)
+        overrides = {"num_vq_embeddings": codebook_size}
+        if image_size is not None:
+            overrides["image_size"] = image_size
+        kwargs["tokenizer"] = MedDiffImageTokenizer.from_config_preset(preset, **overrides)
+        kwargs.pop("image_size", None)
     image_tokenizer, train_stats = train_image_tokenizer(train_ds, **kwargs)
     heldout_pixels = images_to_tensor(heldout_ds, image_tokenizer.image_size)
     heldout_stats = evaluate_image_tokenizer(image_tokenizer, heldout_pixels)
@@ -365,6 +367,10 @@ def plot_image_grid(
 def read_log_history(trainer_state: str | os.PathLike) -> list[dict[str, Any]]:
     """`log_history` of a transformers `trainer_state.json` (a file, or a folder that contains one)."""
     p = Path(trainer_state)
+    if not p.exists():
+        raise FileNotFoundError(
+            f"No trainer_state.json at {p}: pass a training output folder or its trainer_state.json."
+        )
     if p.is_dir():
         candidates = [p / "trainer_state.json", *sorted(p.glob("checkpoint-*/trainer_state.json"))]
         found = [c for c in candidates if c.is_file()]
@@ -428,3 +434,514 @@ def plot_accuracy_bars(per_group: Mapping[str, Mapping[str, float]], path, title
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+# ========================================================================================================
+# Model loading and generation
+# ========================================================================================================
+
+
+def _device(device: str | None):
+    import torch
+
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model_and_processor(
+    model_path: str | os.PathLike, device: str | None = None, trust_remote_code=False
+):
+    """`AutoModelForMaskedLM` + `AutoProcessor` from a saved folder (or a Hub id), in eval mode on `device`."""
+    from transformers import AutoModelForMaskedLM, AutoProcessor
+
+    from . import models  # noqa: F401  (registers the Auto classes)
+
+    path = str(model_path)
+    if Path(path).exists() and not (Path(path) / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{path} has no config.json: pass the folder a training run saved (its --output_dir), e.g. "
+            "outputs/demo/model."
+        )
+    model = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=trust_remote_code)
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return model.to(_device(device)).eval(), processor
+
+
+def _pipeline(model, processor):
+    from .generation import MedDiffPipeline
+
+    return MedDiffPipeline(model=model, processor=processor)
+
+
+def _gen_kwargs(gen_length: int | None, steps: int | None, **more) -> dict[str, Any]:
+    kwargs = {k: v for k, v in more.items() if v is not None}
+    if gen_length is not None:
+        kwargs["gen_length"] = gen_length
+    if steps is not None:
+        kwargs["steps"] = steps
+    return kwargs
+
+
+def _batched_text(pipe, images, questions, *, batch_size, desc, progress, **gen_kwargs) -> list[str]:
+    out: list[str] = []
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress):
+        result = pipe(
+            image=list(images[start : start + batch_size]),
+            question=list(questions[start : start + batch_size]),
+            **gen_kwargs,
+        )
+        texts = result.text
+        out.extend([texts] if isinstance(texts, str) else list(texts))
+    return out
+
+
+def _batched_images(pipe, prompts, *, batch_size, desc, progress, **gen_kwargs) -> list[Any]:
+    out: list[Any] = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch", disable=not progress):
+        out.extend(pipe(prompt=list(prompts[start : start + batch_size]), **gen_kwargs).images)
+    return out
+
+
+def _open_image(value: Any):
+    if isinstance(value, (str, os.PathLike)):
+        path = Path(value)
+        if not path.exists():
+            raise FileNotFoundError(f"--image {path}: no such file.")
+        if path.suffix.lower() in (".dcm", ".nii", ".gz"):
+            return value  # the image processor reads DICOM / NIfTI itself
+        from PIL import Image
+
+        return Image.open(path)
+    return value
+
+
+def generate_one(
+    model_path: str,
+    *,
+    task: str,
+    image: Any = None,
+    question: str | None = None,
+    options: Sequence[str] | None = None,
+    prompt: str | None = None,
+    output: str = "generated.png",
+    gen_length: int | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+) -> str:
+    """One generation for `hf-meddiff generate`; returns the text (or where the image was saved)."""
+    import torch
+
+    from .trainer.sft_collator import REPORT_PROMPT, format_question
+
+    torch.manual_seed(seed)
+    model, processor = load_model_and_processor(model_path, device, trust_remote_code)
+    pipe = _pipeline(model, processor)
+    kwargs = _gen_kwargs(gen_length, steps)
+    if task == "image":
+        picture = pipe(prompt=prompt, **_gen_kwargs(None, None, image_steps=steps)).images[0]
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        picture.save(output)
+        return f"saved {output}"
+    text_question = format_question(question, options) if task == "vqa" else REPORT_PROMPT
+    text = pipe(image=_open_image(image), question=text_question, **kwargs).text
+    return text if isinstance(text, str) else text[0]
+
+
+# ========================================================================================================
+# Evaluation
+# ========================================================================================================
+
+
+def chance_accuracy(options: Sequence[str] | None, answer: str) -> float:
+    """Accuracy of a uniform guess: 1/len(options) for multiple choice, 1/2 for yes/no, 0 for open answers."""
+    if options:
+        return 1.0 / len(options)
+    return 0.5 if str(answer).strip().lower() in ("yes", "no") else 0.0
+
+
+def _group_table(keys: Sequence[str], scores: Sequence[float], chances: Sequence[float]) -> dict[str, dict]:
+    sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+    for key, score, chance in zip(keys, scores, chances):
+        entry = sums[key or "unknown"]
+        entry[0] += score
+        entry[1] += chance
+        entry[2] += 1
+    return {k: {"accuracy": s / n, "chance": c / n, "n": n} for k, (s, c, n) in sorted(sums.items())}
+
+
+def finding_labeler_for(rows) -> Any:
+    """The clinical-efficacy labeller that fits a dataset: CheXpert for chest X-ray sources, otherwise the
+    finding vocabulary of its `boxes` labels (MedPhantom), CheXpert when it has none."""
+    from .metrics import FindingLabeler
+
+    sources = set(rows["source"]) if "source" in rows.column_names else set()
+    if sources & {"iu_xray", "mimic_cxr"}:
+        return FindingLabeler.chexpert()
+    names: set[str] = set()
+    if "findings" in rows.column_names:
+        names.update(f for fs in rows["findings"] for f in (fs or []) if f)
+    if "boxes" in rows.column_names:
+        names.update(b["label"] for bs in rows["boxes"] for b in (bs or []) if b.get("label"))
+    return FindingLabeler.from_names(sorted(names), no_finding=None) if names else FindingLabeler.chexpert()
+
+
+def _vqa_section(rows, predictions: Sequence[str]) -> tuple[dict[str, Any], list[float]]:
+    from .metrics import score_answer, vqa_accuracy
+
+    options = [list(o or []) for o in rows["options"]]
+    answers = list(rows["answer"])
+    modalities = list(rows["modality"]) if "modality" in rows.column_names else ["unknown"] * len(answers)
+    qtypes = (
+        list(rows["question_type"]) if "question_type" in rows.column_names else ["unknown"] * len(answers)
+    )
+    overall = vqa_accuracy(
+        predictions, answers, options=options, modalities=modalities, question_types=qtypes
+    )
+    scores = [score_answer(p, a, o) for p, a, o in zip(predictions, answers, options)]
+    chances = [chance_accuracy(o, a) for o, a in zip(options, answers)]
+    section = {
+        "accuracy": float(overall["accuracy"]),
+        "chance": sum(chances) / len(chances),
+        "n": len(answers),
+        "per_modality": _group_table(modalities, scores, chances),
+        "per_question_type": _group_table(qtypes, scores, chances),
+    }
+    return section, scores
+
+
+def evaluate_model(
+    model: Any,
+    dataset,
+    *,
+    output_dir: str | os.PathLike,
+    processor: Any = None,
+    tasks: Sequence[str] = ("vqa", "report", "t2i"),
+    max_samples: int | None = None,
+    batch_size: int = 8,
+    gen_length: int | None = None,
+    steps: int | None = None,
+    reasoning_gen_length: int | None = None,
+    image_metrics: bool = False,
+    trainer_state: str | os.PathLike | None = None,
+    grid_size: int = 8,
+    seed: int = 0,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    dataset_name: str | None = None,
+    split: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Generate with a MedDiff model on `dataset` and score it; write JSON, Markdown and PNG plots.
+
+    Args:
+        model: a model folder / Hub id, or a `MedDiffForMaskedDiffusion` (then pass `processor`).
+        dataset: canonical `datasets.Dataset` (one split).
+        tasks: any of `vqa` (answer letters), `report` (image -> report), `reasoning` (answers with
+            `<think>` rationales; scored for accuracy and, when boxes are generated, grounding), `t2i`
+            (report -> image grid, image metrics with `image_metrics=True`).
+        max_samples: evaluate the first `max_samples` rows.
+        trainer_state: a `trainer_state.json` (or a folder with one) for the loss / reward curves; by default
+            the model folder's, when there is one.
+
+    Returns:
+        the summary (also `results.json`): `{"dataset", "model", "vqa", "report", "reasoning", "grounding",
+        "image", "files"}` with only the sections that were computed.
+    """
+    import torch
+
+    from .trainer.sft_collator import REPORT_PROMPT, format_question
+
+    unknown = [t for t in tasks if t not in EVAL_TASKS]
+    if unknown:
+        raise ValueError(f"Unknown evaluation task(s) {unknown}; choose from {list(EVAL_TASKS)}.")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_name = str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
+    if isinstance(model, (str, os.PathLike)):
+        model, loaded_processor = load_model_and_processor(model, device, trust_remote_code)
+        processor = processor or loaded_processor
+        if trainer_state is None and (Path(model_name) / "trainer_state.json").is_file():
+            trainer_state = Path(model_name)
+    elif processor is None:
+        raise ValueError("evaluate_model got a model object but no `processor`; pass processor=….")
+    model.eval()
+    pipe = _pipeline(model, processor)
+    rows = dataset.select(range(min(len(dataset), max_samples))) if max_samples else dataset
+    summary: dict[str, Any] = {
+        "dataset": {
+            "name": dataset_name or "unknown",
+            "type": (dataset_name or "unknown").lower()
+            if dataset_name and "/" not in dataset_name
+            else "custom",
+            "split": split,
+            "num_samples": len(rows),
+        },
+        "model": model_name,
+        "tasks": list(tasks),
+    }
+    files: dict[str, str] = {}
+    predictions_log: list[dict[str, Any]] = []
+    text_kwargs = _gen_kwargs(gen_length, steps)
+
+    has_question = [bool(q) for q in rows["question"]] if "question" in rows.column_names else []
+    qa_rows = rows.select([i for i, ok in enumerate(has_question) if ok]) if any(has_question) else None
+    has_report = [bool(r) for r in rows["report"]] if "report" in rows.column_names else []
+    report_rows = rows.select([i for i, ok in enumerate(has_report) if ok]) if any(has_report) else None
+
+    vqa_predictions: list[str] | None = None
+    if "vqa" in tasks and qa_rows is not None:
+        torch.manual_seed(seed)
+        questions = [format_question(q, o) for q, o in zip(qa_rows["question"], qa_rows["options"])]
+        vqa_predictions = _batched_text(
+            pipe,
+            qa_rows["image"],
+            questions,
+            batch_size=batch_size,
+            desc="VQA",
+            progress=progress,
+            **text_kwargs,
+        )
+        summary["vqa"], scores = _vqa_section(qa_rows, vqa_predictions)
+        for i, (pred, score) in enumerate(zip(vqa_predictions, scores)):
+            predictions_log.append(
+                {
+                    "task": "vqa",
+                    "id": qa_rows[i]["id"],
+                    "prediction": pred,
+                    "answer": qa_rows[i]["answer"],
+                    "score": score,
+                }
+            )
+        files["vqa_per_modality_plot"] = str(
+            plot_accuracy_bars(
+                summary["vqa"]["per_modality"],
+                out / "vqa_per_modality.png",
+                title="VQA accuracy per modality",
+                chance=summary["vqa"]["chance"],
+            )
+        )
+
+    reasoning_predictions: list[str] | None = None
+    if "reasoning" in tasks and qa_rows is not None:
+        torch.manual_seed(seed)
+        questions = [format_question(q, o) for q, o in zip(qa_rows["question"], qa_rows["options"])]
+        kwargs = _gen_kwargs(reasoning_gen_length or gen_length or 128, steps)
+        reasoning_predictions = _batched_text(
+            pipe,
+            qa_rows["image"],
+            questions,
+            batch_size=batch_size,
+            desc="Reasoning",
+            progress=progress,
+            **kwargs,
+        )
+        section, scores = _vqa_section(qa_rows, reasoning_predictions)
+        section["with_think"] = sum("<think>" in p for p in reasoning_predictions) / len(
+            reasoning_predictions
+        )
+        summary["reasoning"] = {k: v for k, v in section.items() if k != "per_question_type"}
+        for i, (pred, score) in enumerate(zip(reasoning_predictions, scores)):
+            predictions_log.append(
+                {
+                    "task": "reasoning",
+                    "id": qa_rows[i]["id"],
+                    "prediction": pred,
+                    "answer": qa_rows[i]["answer"],
+                    "score": score,
+                }
+            )
+
+    # Grounding: whenever generated answers / rationales contain boxes.
+    generated = reasoning_predictions or vqa_predictions
+    if generated is not None and any(parse_boxes(p) for p in generated) and "boxes" in qa_rows.column_names:
+        from .metrics import grounding_scores
+
+        with_boxes = [i for i, b in enumerate(qa_rows["boxes"]) if b]
+        if with_boxes:
+            summary["grounding"] = grounding_scores(
+                [generated[i] for i in with_boxes], [qa_rows[i]["boxes"] for i in with_boxes]
+            )
+    if generated is not None:
+        n = min(grid_size, len(generated))
+        files["examples_grid"] = str(
+            plot_image_grid(
+                qa_rows["image"][:n],
+                out / "vqa_examples.png",
+                titles=[
+                    f"{qa_rows[i]['modality']} / {qa_rows[i]['question_type']}\n"
+                    f"pred {(parse_answer(generated[i]) or generated[i])[:24]!r} gold {qa_rows[i]['answer']}"
+                    for i in range(n)
+                ],
+                boxes=[[b["bbox"] for b in (qa_rows[i]["boxes"] or [])] for i in range(n)]
+                if "boxes" in qa_rows.column_names
+                else None,
+                pred_boxes=[parse_boxes(generated[i]) for i in range(n)],
+                suptitle="green: reference boxes, red dashed: generated boxes",
+            )
+        )
+
+    if "report" in tasks and report_rows is not None:
+        from .metrics import clinical_efficacy_scores, report_generation_scores
+
+        torch.manual_seed(seed)
+        kwargs = _gen_kwargs(gen_length, steps)
+        report_predictions = _batched_text(
+            pipe,
+            report_rows["image"],
+            [REPORT_PROMPT] * len(report_rows),
+            batch_size=batch_size,
+            desc="Reports",
+            progress=progress,
+            **kwargs,
+        )
+        references = list(report_rows["report"])
+        section = {
+            k: v for k, v in report_generation_scores(report_predictions, references, meteor=False).items()
+        }
+        section = {k: float(v) for k, v in section.items() if isinstance(v, (int, float))}
+        ce = clinical_efficacy_scores(
+            report_predictions, references, labeler=finding_labeler_for(report_rows)
+        )
+        section["clinical_efficacy"] = {k: float(ce[k]) for k in ("precision", "recall", "f1")}
+        section["n"] = len(references)
+        summary["report"] = section
+        for i, pred in enumerate(report_predictions):
+            predictions_log.append(
+                {"task": "report", "id": report_rows[i]["id"], "prediction": pred, "reference": references[i]}
+            )
+
+    if "t2i" in tasks and report_rows is not None:
+        torch.manual_seed(seed)
+        count = len(report_rows) if image_metrics else min(grid_size, len(report_rows))
+        prompts = list(report_rows["report"][:count])
+        generated_images = _batched_images(
+            pipe,
+            prompts,
+            batch_size=batch_size,
+            desc="Report-to-image",
+            progress=progress,
+            **_gen_kwargs(None, None, image_steps=steps),
+        )
+        n = min(grid_size, count)
+        real = list(report_rows["image"][:n])
+        titles = [_short(p, 60) for p in prompts[:n]]
+        files["t2i_grid"] = str(
+            plot_image_grid(
+                real + list(generated_images[:n]),
+                out / "t2i_grid.png",
+                titles=[f"reference: {t}" for t in titles] + ["generated"] * n,
+                columns=n,
+                suptitle="report-to-image: reference images (top) and images generated from their reports (bottom)",
+            )
+        )
+        image_section: dict[str, Any] = {"n": count}
+        if image_metrics:
+            image_section.update(
+                _image_metrics(processor, list(report_rows["image"][:count]), generated_images)
+            )
+        summary["image"] = image_section
+
+    if trainer_state is not None:
+        try:
+            curve = plot_training_curves(read_log_history(trainer_state), out / "training_curves.png")
+        except (FileNotFoundError, ValueError) as err:
+            summary["training_curves_note"] = str(err)
+        else:
+            if curve is not None:
+                files["training_curves"] = str(curve)
+
+    with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
+        for entry in predictions_log:
+            f.write(json.dumps(entry) + "\n")
+    files["predictions"] = str(out / "predictions.jsonl")
+    files["json"] = str(out / "results.json")
+    files["markdown"] = str(out / "results.md")
+    summary["files"] = files
+    (out / "results.json").write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
+    (out / "results.md").write_text(results_to_markdown(summary), encoding="utf-8")
+    return summary
+
+
+def _image_metrics(processor, real_images, generated_images) -> dict[str, float]:
+    """FID / KID between reference and generated images with the model's own VQ encoder as feature extractor
+    (pooled pre-quantisation latents: offline, no Inception weights needed), plus pixel MSE to the reference."""
+    import numpy as np
+    import torch
+
+    from .image_tokenizer import images_to_tensor
+    from .metrics import image_generation_scores
+
+    tokenizer = processor.image_tokenizer
+    size = int(tokenizer.image_size)
+    encoder = tokenizer.vq_model
+
+    class _VQFeatures(torch.nn.Module):
+        def forward(self, x):  # x: [B, C, H, W] in [0, 1]
+            x = torch.nn.functional.interpolate(
+                x[:, :3] if x.shape[1] >= 3 else x.repeat(1, 3, 1, 1), size=size
+            )
+            latents = encoder.encode(x * 2 - 1).latents
+            return torch.cat([latents.mean(dim=(2, 3)), latents.std(dim=(2, 3))], dim=1)
+
+    real = (images_to_tensor(real_images, size) + 1) / 2
+    fake = (images_to_tensor(generated_images, size) + 1) / 2
+    with torch.no_grad():
+        scores = image_generation_scores(real, fake, feature_extractor=_VQFeatures().eval())
+    result = {f"{k}_vq": float(v) for k, v in scores.items() if isinstance(v, (int, float))}
+    result["pixel_mse"] = float(np.mean((real.numpy() - fake.numpy()) ** 2))
+    return result
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def results_to_markdown(summary: Mapping[str, Any]) -> str:
+    """The evaluation summary as Markdown: an overall table, then per-modality / per-question-type tables."""
+    from .hub import eval_summary_to_markdown
+
+    ds = summary.get("dataset", {})
+    lines = [
+        f"# Evaluation of `{summary.get('model', '?')}`",
+        "",
+        f"Dataset **{ds.get('name', '?')}**, split `{ds.get('split')}`, {ds.get('num_samples', '?')} rows. "
+        "Not for clinical decisions.",
+        "",
+    ]
+    table = eval_summary_to_markdown(summary)
+    if table:
+        lines += [table.split("\n\n", 1)[-1], ""]
+    for section in ("vqa", "reasoning"):
+        data = summary.get(section)
+        if not isinstance(data, Mapping):
+            continue
+        lines += [
+            f"**{section.upper() if section == 'vqa' else 'Reasoning'} accuracy {data['accuracy']:.3f}** "
+            f"(chance {data['chance']:.3f}, n = {data['n']})",
+            "",
+        ]
+        for group in ("per_modality", "per_question_type"):
+            if group in data:
+                label = group.replace("per_", "").replace("_", " ")
+                lines += [f"| {label} | accuracy | chance | n |", "|---|---|---|---|"]
+                lines += [
+                    f"| {k} | {v['accuracy']:.3f} | {v['chance']:.3f} | {v['n']} |"
+                    for k, v in data[group].items()
+                ]
+                lines.append("")
+    if isinstance(summary.get("grounding"), Mapping):
+        g = summary["grounding"]
+        lines += (
+            ["| grounding | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in g.items()] + [""]
+        )
+    if isinstance(summary.get("image"), Mapping) and len(summary["image"]) > 1:
+        lines += ["| image metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in summary["image"].items()] + [""]
+    files = summary.get("files", {})
+    pictures = [f"![{k}]({Path(v).name})" for k, v in files.items() if str(v).endswith(".png")]
+    if pictures:
+        lines += ["## Plots", ""] + pictures + [""]
+    return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""Pieces of the evaluation runner that need no model: data loading, scoring tables, plots, Markdown."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from hf_meddiff.evaluation import (
+    _vqa_section,
+    chance_accuracy,
+    finding_labeler_for,
+    load_data_arg,
+    plot_image_grid,
+    plot_training_curves,
+    read_log_history,
+    results_to_markdown,
+    save_canonical,
+)
+
+
+def _rows():
+    return datasets.Dataset.from_dict(
+        {
+            "id": ["a", "b", "c", "d"],
+            "modality": ["ct", "ct", "mri", "mri"],
+            "question_type": ["diagnosis", "location", "diagnosis", "open"],
+            "options": [["cyst", "nodule"], ["left", "right", "up", "down"], ["x", "y", "z", "w"], []],
+            "answer": ["B", "A", "C", "yes"],
+            "split": ["test"] * 4,
+            "boxes": [[{"label": "nodule", "bbox": [10, 10, 200, 200]}], [], [], []],
+            "source": ["medphantom"] * 4,
+        }
+    )
+
+
+def test_chance_accuracy_by_question_kind():
+    assert chance_accuracy(["a", "b", "c", "d"], "A") == 0.25
+    assert chance_accuracy([], "Yes") == 0.5
+    assert chance_accuracy([], "left lobe") == 0.0
+
+
+def test_vqa_section_breaks_down_by_modality_and_type_with_chance():
+    section, scores = _vqa_section(_rows(), ["<answer>B</answer>", "D", "C. z", "no"])
+    assert scores == [1.0, 0.0, 1.0, 0.0]
+    assert section["accuracy"] == 0.5
+    assert section["chance"] == pytest.approx((0.5 + 0.25 + 0.25 + 0.5) / 4)
+    assert section["per_modality"]["ct"] == {"accuracy": 0.5, "chance": 0.375, "n": 2}
+    assert section["per_question_type"]["diagnosis"]["accuracy"] == 1.0
+    assert section["per_question_type"]["open"]["n"] == 1
+
+
+def test_finding_labeler_uses_dataset_findings():
+    labeler = finding_labeler_for(_rows())
+    assert [f.name for f in labeler.findings] == ["nodule"]
+    assert labeler("A small nodule in the upper left.")["nodule"] == 1
+
+
+def test_load_data_arg_selects_split_and_names_available_ones(tmp_path):
+    ds = _rows().cast_column("options", datasets.List(datasets.Value("string")))
+    path = save_canonical(ds, tmp_path / "d")
+    assert len(load_data_arg(str(path), split="test")) == 4
+    with pytest.raises(ValueError, match=r"available splits: \['test'\]"):
+        load_data_arg(str(tmp_path / "d"), split="train")
+
+
+def test_training_curves_from_trainer_state(tmp_path):
+    history = [{"step": s, "loss": 5.0 / s, "loss_vqa": 4.0 / s, "learning_rate": 1e-3} for s in range(1, 6)]
+    history += [
+        {"step": 5, "eval_loss": 1.2},
+        {"step": 5, "reward": 0.4, "rewards/accuracy_reward/mean": 0.3},
+    ]
+    (tmp_path / "checkpoint-5").mkdir()
+    (tmp_path / "checkpoint-5" / "trainer_state.json").write_text(
+        json.dumps({"global_step": 5, "log_history": history})
+    )
+    read = read_log_history(tmp_path)  # finds the checkpoint's state
+    assert read == history
+    png = plot_training_curves(read, tmp_path / "curves.png")
+    assert png is not None and Image.open(png).size[0] > 500
+    assert plot_training_curves([{"step": 1, "learning_rate": 0.1}], tmp_path / "none.png") is None
+    with pytest.raises(FileNotFoundError, match="trainer_state.json"):
+        read_log_history(tmp_path / "checkpoint-5" / "missing")
+
+
+def test_image_grid_draws_reference_and_predicted_boxes(tmp_path):
+    image = Image.fromarray(np.zeros((64, 64), dtype=np.uint8))
+    path = plot_image_grid(
+        [image, image],
+        tmp_path / "g.png",
+        titles=["a", "b"],
+        boxes=[[[0, 0, 500, 500]], []],
+        pred_boxes=[[], [[500, 500, 999, 999]]],
+    )
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    green = (pixels[..., 1] > 150) & (pixels[..., 0] < 100) & (pixels[..., 2] < 100)
+    red = (pixels[..., 0] > 150) & (pixels[..., 1] < 100) & (pixels[..., 2] < 100)
+    assert green.sum() > 50 and red.sum() > 20
+
+
+def test_results_markdown_has_overall_and_breakdown_tables():
+    section, _ = _vqa_section(_rows(), ["B", "A", "C", "yes"])
+    summary = {
+        "model": "m",
+        "dataset": {"name": "MedPhantom", "split": "test", "num_samples": 4},
+        "vqa": section,
+        "report": {"bleu_1": 0.5, "rouge_l": 0.25, "clinical_efficacy": {"f1": 0.1}, "n": 2},
+        "files": {"t2i_grid": "/x/t2i_grid.png"},
+    }
+    text = results_to_markdown(summary)
+    assert "| Visual question answering | Accuracy | 1.0000 |" in text
+    assert "| Report generation | BLEU-1 | 0.5000 |" in text
+    assert "| ct | 1.000 | 0.375 | 2 |" in text
+    assert "![t2i_grid](t2i_grid.png)" in text
