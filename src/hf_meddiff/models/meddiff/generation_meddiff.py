@@ -97,8 +97,8 @@ class MedDiffGenerationConfig(GenerationConfig):
     ```python
     >>> from hf_meddiff import MedDiffGenerationConfig
     >>> fast = MedDiffGenerationConfig(gen_length=256, block_length=32, threshold=0.9, cache_mode="dual")
-    >>> fast.steps
-    256
+    >>> fast.num_blocks, fast.total_steps  # steps=None: one token per step unless the threshold commits more
+    (8, 256)
     >>> MedDiffGenerationConfig(gen_length=100, block_length=32)
     Traceback (most recent call last):
     ...
@@ -142,9 +142,12 @@ class MedDiffGenerationConfig(GenerationConfig):
                 f"MedDiffGenerationConfig got unknown arguments {sorted(kwargs)}; valid ones are "
                 f"{sorted(k for k in self.__dict__ if not k.startswith('_'))}."
             )
-        if self.steps is None:
-            self.steps = self.gen_length
         self.validate()
+
+    @property
+    def total_steps(self) -> int:
+        """Denoising steps for the whole response: `steps`, or `gen_length` when `steps` is None."""
+        return self.gen_length if self.steps is None else self.steps
 
     @property
     def num_blocks(self) -> int:
@@ -162,7 +165,8 @@ class MedDiffGenerationConfig(GenerationConfig):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
         positive_int("gen_length")
-        positive_int("steps")
+        if self.steps is not None:
+            positive_int("steps")
         positive_int("image_steps")
         if self.block_length is not None:
             positive_int("block_length")
@@ -173,15 +177,15 @@ class MedDiffGenerationConfig(GenerationConfig):
                     f"set block_length to a divisor of gen_length (one of {divisors[-6:]}) or gen_length to a "
                     f"multiple of {self.block_length}."
                 )
-        if self.steps % self.num_blocks != 0:
+        if self.total_steps % self.num_blocks != 0:
             raise ValueError(
-                f"steps ({self.steps}) must be a multiple of the number of blocks gen_length // block_length = "
+                f"steps ({self.total_steps}) must be a multiple of the number of blocks gen_length // block_length = "
                 f"{self.num_blocks}, so every block gets the same number of steps; set steps to a multiple of "
-                f"{self.num_blocks} (e.g. {max(1, self.steps // self.num_blocks) * self.num_blocks})."
+                f"{self.num_blocks} (e.g. {max(1, self.total_steps // self.num_blocks) * self.num_blocks})."
             )
-        if self.steps > self.gen_length:
+        if self.total_steps > self.gen_length:
             raise ValueError(
-                f"steps ({self.steps}) exceeds gen_length ({self.gen_length}); a step commits at least one token, "
+                f"steps ({self.total_steps}) exceeds gen_length ({self.gen_length}); a step commits at least one token, "
                 f"so use steps <= {self.gen_length}."
             )
         if self.threshold is not None and not (0.0 < float(self.threshold) <= 1.0):
@@ -321,6 +325,11 @@ def draw_uniform(
     return torch.rand(shape, generator=generator, device=gen_device).to(device)
 
 
+def gumbel_from_uniform(uniform: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel noise `-log(-log(u))` from uniform noise (clamped away from 0 and 1)."""
+    return -torch.log((-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7))).clamp_min(1e-20))
+
+
 def sample_tokens(
     logits: torch.Tensor,
     temperature: float = 0.0,
@@ -340,7 +349,7 @@ def sample_tokens(
         return logits.argmax(-1), probs
     scaled = filter_logits(logits / temperature, top_k, top_p)
     uniform = draw_uniform(tuple(logits.shape), generator, logits.device, active)
-    gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)).clamp_min(1e-20))
+    gumbel = gumbel_from_uniform(uniform)
     return (scaled + gumbel).argmax(-1), probs
 
 
@@ -412,6 +421,46 @@ class MedDiffGenerationMixin:
 
     # -- configuration ---------------------------------------------------------------------------------------
 
+    def adjust_generation_fn(
+        self,
+        generation_config: Any,
+        from_auto_class: bool,
+        from_pipeline: bool,
+        pretrained_model_name_or_path: Any,
+        cache_dir: Any = None,
+        force_download: bool = False,
+        proxies: Any = None,
+        local_files_only: bool = False,
+        token: Any = None,
+        revision: Any = None,
+        subfolder: str = "",
+        trust_remote_code: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Called by `from_pretrained`: loads `generation_config.json` of the folder as a MedDiffGenerationConfig."""
+        if generation_config is not None:
+            self.generation_config = MedDiffGenerationConfig.from_dict(generation_config.to_dict())
+            return
+        if pretrained_model_name_or_path is None:
+            return
+        try:
+            self.generation_config = MedDiffGenerationConfig.from_pretrained(
+                pretrained_model_name_or_path,
+                cache_dir=cache_dir,
+                force_download=force_download,
+                proxies=proxies,
+                local_files_only=local_files_only,
+                token=token,
+                revision=revision,
+                subfolder=subfolder,
+                _from_auto=from_auto_class,
+                _from_pipeline=from_pipeline,
+            )
+        except (OSError, ValueError):
+            logger.info(
+                "No generation_config.json found; using the defaults with the model's special tokens."
+            )
+
     def _prepare_generation_config(
         self, generation_config: MedDiffGenerationConfig | None, **kwargs: Any
     ) -> MedDiffGenerationConfig:
@@ -432,14 +481,6 @@ class MedDiffGenerationMixin:
                 "MedDiffGenerationConfig (gen_length, steps, block_length, temperature, top_k, top_p, remasking, "
                 "threshold, cache_mode, eos_early_stop, image_steps, cfg_scale, noise_schedule, ...)."
             )
-        if (
-            "gen_length" in kwargs
-            and "steps" not in kwargs
-            and generation_config is None
-            and config.steps == config.gen_length
-        ):
-            # a new length with the model's default vanilla steps keeps one token per step
-            kwargs["steps"] = kwargs["gen_length"]
         for key, value in kwargs.items():
             setattr(config, key, value)
         config.validate()
@@ -558,7 +599,7 @@ class MedDiffGenerationMixin:
         device = input_ids.device
         batch_size, prompt_length = input_ids.shape
         gen_length, block_length = config.gen_length, config.block_length or config.gen_length
-        steps_per_block = config.steps // config.num_blocks
+        steps_per_block = config.total_steps // config.num_blocks
         mask_id, eos_id = config.mask_token_id, config.eos_token_id
         pad_id = config.pad_token_id if config.pad_token_id is not None else eos_id
 
@@ -649,11 +690,23 @@ class MedDiffGenerationMixin:
         return sequences
 
     def _text_banned_ids(self, config: MedDiffGenerationConfig) -> torch.BoolTensor:
-        """Vocabulary ids a text response may not contain: the [MASK] and the image codebook."""
+        """Vocabulary ids a text response never contains: the image codebook, [MASK], pad, bos, and the image and
+        task markers (the response ends with EOS, which stays allowed)."""
         banned = torch.zeros(int(self.config.vocab_size), dtype=torch.bool)
         offset = int(self.config.image_token_offset)
         banned[offset : offset + int(self.config.image_codebook_size)] = True
         banned[config.mask_token_id] = True
+        for name in (
+            "pad_token_id",
+            "bos_token_id",
+            "soi_token_id",
+            "eoi_token_id",
+            "mmu_token_id",
+            "t2i_token_id",
+        ):
+            token_id = getattr(self.config, name, None)
+            if token_id is not None and token_id != config.eos_token_id:
+                banned[int(token_id)] = True
         return banned
 
     @staticmethod
@@ -836,9 +889,7 @@ class MedDiffGenerationMixin:
             noise_scale = config.image_remask_temperature * (1.0 - progress)
             if noise_scale > 0:
                 uniform = draw_uniform(tuple(log_conf.shape), generator, device, active)
-                log_conf = log_conf + noise_scale * -torch.log(
-                    -torch.log(uniform.clamp_min(1e-20)).clamp_min(1e-20)
-                )
+                log_conf = log_conf + noise_scale * gumbel_from_uniform(uniform)
             remask = select_top(-log_conf, unknown, num_masked_next)
             committed = unknown & ~remask
             image = torch.where(remask, torch.full_like(image, mask_id), sampled)
