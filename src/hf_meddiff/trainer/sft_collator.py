@@ -69,6 +69,7 @@ class MedDiffDataCollator:
     ... ])
     >>> batch["input_ids"].tolist(), batch["attention_mask"][1].tolist(), batch["labels"][1].tolist()
     ([[1, 9, 20, 21], [1, 9, 22, 0]], [1, 1, 1, 0], [-100, -100, 22, -100])
+
     ```
     """
 
@@ -225,8 +226,18 @@ def _image_token_offset(processor: Any) -> int:
 
 
 # ------------------------------------------------------------------------------------ task examples
-def format_question(question: str, options: Sequence[str] | None) -> str:
-    """The user turn of a VQA / reasoning example: the question, then one `A. option` line per option.
+REASONING_INSTRUCTIONS = {
+    "think_before": "Reason step by step in <think></think>, then answer in <answer></answer>.",
+    "think_after": "Answer in <answer></answer>, then explain in <think></think>.",
+    "no_think": "Answer in <answer></answer>.",
+}
+"""The last line of a reasoning prompt, one per style of `hf_meddiff.constants.REASONING_STYLES`: it tells the
+model which target layout to write (the plain VQA prompt has none and is answered with the bare answer)."""
+
+
+def format_question(question: str, options: Sequence[str] | None, style: str | None = None) -> str:
+    """The user turn of a VQA / reasoning example: the question, one `A. option` line per option and, for a
+    reasoning example, the instruction of its `style` (`REASONING_INSTRUCTIONS`).
 
     Example:
 
@@ -235,10 +246,17 @@ def format_question(question: str, options: Sequence[str] | None) -> str:
     Which modality?
     A. CT
     B. MRI
+    >>> format_question("Which modality?", [], style="no_think")
+    'Which modality?\\nAnswer in <answer></answer>.'
+
     ```
     """
     lines = [question.strip()]
     lines += [f"{letter}. {option}" for letter, option in zip(OPTION_LETTERS, options or [])]
+    if style is not None:
+        if style not in REASONING_INSTRUCTIONS:
+            raise ValueError(f"Unknown reasoning style {style!r}; use one of {list(REASONING_INSTRUCTIONS)}.")
+        lines.append(REASONING_INSTRUCTIONS[style])
     return "\n".join(lines)
 
 
@@ -289,7 +307,8 @@ def record_task_specs(record: dict[str, Any], row: int, args: MedDiffSFTConfig) 
             for k in range(count):
                 style = styles[(row + k) % len(styles)]
                 target = format_reasoning(answer, rationale or None, style=style)
-                specs.append({"task": task, "prompt": format_question(question, options), "target": target})
+                prompt = format_question(question, options, style=style)
+                specs.append({"task": task, "prompt": prompt, "target": target})
     return specs
 
 
@@ -391,6 +410,7 @@ def prepare_sft_dataset(
     >>> examples, report = prepare_sft_dataset(make_phantom_dataset(8), processor, args)  # doctest: +SKIP
     >>> report["examples_per_task"]  # doctest: +SKIP
     {'vqa': 8, 'report': 8, 't2i': 8, 'reasoning': 8}
+
     ```
     """
     if len(dataset) == 0:
@@ -450,6 +470,7 @@ def _reason(error: str) -> str:
 
 
 __all__ = [
+    "REASONING_INSTRUCTIONS",
     "REPORT_PROMPT",
     "BadRecordError",
     "MedDiffDataCollator",

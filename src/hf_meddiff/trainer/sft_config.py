@@ -81,6 +81,7 @@ class MedDiffSFTConfig(TrainingArguments):
     >>> args = MedDiffSFTConfig(output_dir="out", task_loss_weights={"t2i": 0.5}, report_to="none")
     >>> args.task_loss_weights["t2i"], args.remove_unused_columns
     (0.5, False)
+
     ```
     """
 

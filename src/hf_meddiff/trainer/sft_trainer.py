@@ -89,6 +89,7 @@ def sample_example_noise(
     >>> mask, ratio = sample_example_noise(model, labels, [1, 2])
     >>> mask.shape, bool(mask[1, 2:].any()), bool(mask[:, 0].any())
     (torch.Size([2, 4]), True, False)
+
     ```
     """
     if labels.ndim != 2 or labels.shape[0] != len(seeds):
@@ -435,6 +436,7 @@ class MedDiffSFTTrainer(Trainer):
 
         PEFT models go through the base `Trainer.push_to_hub` (adapters only).
         """
+        training_recipe = kwargs.pop("training_recipe", None)
         model = self.accelerator.unwrap_model(self.model)
         if not isinstance(model, PreTrainedModel) or not self.is_world_process_zero():
             return super().push_to_hub(commit_message=commit_message, blocking=blocking, **kwargs)
@@ -447,7 +449,7 @@ class MedDiffSFTTrainer(Trainer):
             self.processing_class,
             repo_id,
             eval_results=eval_path if os.path.isfile(eval_path) else None,
-            training_recipe=kwargs.pop("training_recipe", None),
+            training_recipe=training_recipe,
             private=self.args.hub_private_repo,
             token=kwargs.pop("token", None) or self.args.hub_token,
             revision=kwargs.pop("revision", None) or self.args.hub_revision,

@@ -1,0 +1,364 @@
+# Copyright 2026 The hf-meddiff Authors. Licensed under the Apache License, Version 2.0.
+"""Masked-diffusion SFT / pretraining of a MedDiff model from a YAML recipe (open-r1 style).
+
+```bash
+hf-meddiff sft --config trainers/pretrain_embedded.yaml [--key value ...]
+python -m hf_meddiff.trainer.sft_script --config trainers/pretrain_embedded.yaml --max_steps 50
+accelerate launch --config_file trainers/accelerate/ddp.yaml -m hf_meddiff.cli sft --config trainers/….yaml
+```
+
+The recipe sets the fields of three dataclasses: `MedDiffScriptArguments` (data, tokenizers, model size),
+`MedDiffSFTConfig` (training) and TRL's `ModelConfig` (pretrained weights, LoRA / QLoRA, dtype). The script
+loads the data, builds (or loads) the text and image tokenizers and the processor, builds (or loads) the
+model, trains with `MedDiffSFTTrainer` and saves model + processor in `output_dir`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging
+
+from .sft_config import MedDiffSFTConfig
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class MedDiffScriptArguments:
+    r"""
+    Data, tokenizer and model-size arguments of the SFT script.
+
+    Parameters:
+        > Data
+
+        dataset_name (`str`, defaults to `"medphantom"`):
+            `"medphantom"` (generated, the embedded default), `"canonical"` (a saved canonical dataset at
+            `dataset_path`), or the name of a public-set loader of `hf_meddiff.data` (e.g. `"iu_xray"`,
+            `"vqa_rad"`, `"slake"`) reading its native format from `dataset_path`.
+        dataset_path (`str`, *optional*): file or folder the dataset is read from.
+        dataset_train_split / dataset_eval_split (`str`): values of the `split` column used for training and
+            evaluation (`"all"` keeps every row; an empty eval split disables evaluation).
+
+        > Tokenizers
+
+        processor_path (`str`, *optional*): a saved `MedDiffProcessor`; when set, the tokenizer fields below
+            are ignored.
+        text_tokenizer_path / image_tokenizer_path (`str`, *optional*): existing tokenizers; each one left
+            unset is trained on the training split (text: BPE with `text_vocab_size`; image: a VQ model of
+            `image_tokenizer_preset` for `image_tokenizer_steps`).
+
+        > Model
+
+        model_preset (`str`, defaults to `"embedded"`): `MedDiffConfig.from_preset` size of a model trained from
+            scratch (ignored when `model_name_or_path` is set).
+        model_config_overrides (`dict`, *optional*): config fields to override, e.g. `{"num_hidden_layers": 2}`.
+    """
+
+    dataset_name: str = field(
+        default="medphantom",
+        metadata={
+            "help": "'medphantom', 'canonical' (saved dataset at dataset_path) or a public-set loader name."
+        },
+    )
+    dataset_path: str | None = field(
+        default=None, metadata={"help": "File or folder the dataset is read from."}
+    )
+    dataset_train_split: str = field(default="train", metadata={"help": "`split` value used for training."})
+    dataset_eval_split: str | None = field(
+        default="validation", metadata={"help": "`split` value used for evaluation; empty/None disables it."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep at most this many train records."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Keep at most this many eval records."}
+    )
+    medphantom_num_cases: int = field(
+        default=2000, metadata={"help": "MedPhantom cases to generate (all splits)."}
+    )
+    medphantom_image_size: int = field(default=64, metadata={"help": "MedPhantom image side in pixels."})
+    medphantom_seed: int = field(default=0, metadata={"help": "MedPhantom generator seed."})
+
+    processor_path: str | None = field(
+        default=None, metadata={"help": "A saved MedDiffProcessor (overrides the tokenizer fields)."}
+    )
+    text_tokenizer_path: str | None = field(
+        default=None, metadata={"help": "An existing text tokenizer; trained on the train split when unset."}
+    )
+    text_vocab_size: int = field(
+        default=1024, metadata={"help": "Vocabulary size of a newly trained text tokenizer."}
+    )
+    image_tokenizer_path: str | None = field(
+        default=None,
+        metadata={"help": "An existing MedDiffImageTokenizer; trained on the train split when unset."},
+    )
+    image_tokenizer_preset: str = field(
+        default="embedded",
+        metadata={"help": "VQ preset of a newly trained image tokenizer ('tiny', 'embedded')."},
+    )
+    image_tokenizer_steps: int = field(
+        default=300, metadata={"help": "Training steps of a new image tokenizer."}
+    )
+    image_tokenizer_batch_size: int = field(
+        default=32, metadata={"help": "Batch size of image-tokenizer training."}
+    )
+
+    model_preset: str = field(
+        default="embedded", metadata={"help": "MedDiffConfig preset of a model from scratch."}
+    )
+    model_config_overrides: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "MedDiffConfig fields to override, e.g. {'num_hidden_layers': 2}."}
+    )
+
+    def __post_init__(self):
+        if isinstance(self.model_config_overrides, str):
+            self.model_config_overrides = json.loads(self.model_config_overrides)
+        if self.dataset_eval_split in ("", "none", "None", "null"):
+            self.dataset_eval_split = None
+
+
+# ----------------------------------------------------------------------------------------------------- data
+def _select_split(dataset, split: str | None, limit: int | None, what: str):
+    if split is None:
+        return None
+    if split != "all":
+        if "split" not in dataset.column_names:
+            raise ValueError(
+                f"The dataset has no 'split' column to select the {what} split {split!r}; use 'all'."
+            )
+        dataset = dataset.filter(
+            lambda s: s == split, input_columns="split", desc=f"Selecting the {what} split"
+        )
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    return dataset
+
+
+def load_sft_datasets(script_args: MedDiffScriptArguments):
+    """`(train, eval)` canonical datasets for the script arguments (`eval` is None when there is none)."""
+    name = script_args.dataset_name
+    if name == "medphantom":
+        from ..data import make_phantom_dataset
+
+        dataset = make_phantom_dataset(
+            script_args.medphantom_num_cases,
+            seed=script_args.medphantom_seed,
+            image_size=script_args.medphantom_image_size,
+        )
+    elif name == "canonical":
+        if not script_args.dataset_path:
+            raise ValueError(
+                "dataset_name 'canonical' needs dataset_path (a Parquet file or save_to_disk folder)."
+            )
+        from ..evaluation import load_canonical
+
+        dataset = load_canonical(script_args.dataset_path)
+    else:
+        dataset = _load_public(name, script_args.dataset_path)
+    train = _select_split(dataset, script_args.dataset_train_split, script_args.max_train_samples, "train")
+    if train is None or len(train) == 0:
+        raise ValueError(
+            f"The train split {script_args.dataset_train_split!r} of dataset {name!r} is empty; check "
+            "dataset_train_split (or use 'all')."
+        )
+    evaluation = _select_split(dataset, script_args.dataset_eval_split, script_args.max_eval_samples, "eval")
+    if evaluation is not None and len(evaluation) == 0:
+        logger.warning(f"No rows with split {script_args.dataset_eval_split!r}: training without evaluation.")
+        evaluation = None
+    return train, evaluation
+
+
+def _load_public(name: str, path: str | None):
+    from .. import data
+
+    loader = getattr(data, f"load_{name}", None)
+    if loader is None:
+        loaders = sorted(n[len("load_") :] for n in dir(data) if n.startswith("load_"))
+        raise ValueError(
+            f"Unknown dataset_name {name!r}: use 'medphantom', 'canonical' or one of the public-set loaders "
+            f"{loaders}."
+        )
+    if not path:
+        raise ValueError(f"dataset_name {name!r} reads its native files: set dataset_path to them.")
+    dataset = loader(path)
+    if hasattr(dataset, "keys") and not hasattr(dataset, "column_names"):  # a DatasetDict
+        from datasets import concatenate_datasets
+
+        parts = []
+        for split, part in dataset.items():
+            if "split" not in part.column_names:
+                part = part.add_column("split", [split] * len(part))
+            parts.append(part)
+        dataset = concatenate_datasets(parts)
+    return dataset
+
+
+# ------------------------------------------------------------------------------------------- processor
+def build_processor(script_args: MedDiffScriptArguments, train_dataset, output_dir: str | None = None):
+    """Load the processor, or assemble it from existing / newly trained text and image tokenizers.
+
+    Newly trained tokenizers are saved under `output_dir/tokenizers/` (`text_tokenizer/`, `image_tokenizer/`).
+    """
+    from ..models.meddiff import MedDiffImageProcessor, MedDiffProcessor
+
+    if script_args.processor_path:
+        return MedDiffProcessor.from_pretrained(script_args.processor_path)
+    save_dir = Path(output_dir) / "tokenizers" if output_dir else None
+
+    if script_args.text_tokenizer_path:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(script_args.text_tokenizer_path)
+    else:
+        from ..text_tokenizer import train_text_tokenizer
+
+        logger.warning(
+            f"Training a text tokenizer ({script_args.text_vocab_size} tokens) on the train split."
+        )
+        tokenizer = train_text_tokenizer(
+            _dataset_texts(train_dataset), vocab_size=script_args.text_vocab_size
+        )
+        if save_dir is not None:
+            tokenizer.save_pretrained(str(save_dir / "text_tokenizer"))
+
+    from ..image_tokenizer import MedDiffImageTokenizer, train_image_tokenizer
+
+    if script_args.image_tokenizer_path:
+        image_tokenizer = MedDiffImageTokenizer.from_pretrained(script_args.image_tokenizer_path)
+    else:
+        logger.warning(
+            f"Training a {script_args.image_tokenizer_preset!r} image tokenizer for "
+            f"{script_args.image_tokenizer_steps} steps on the train split."
+        )
+        image_tokenizer, stats = train_image_tokenizer(
+            train_dataset,
+            preset=script_args.image_tokenizer_preset,
+            steps=script_args.image_tokenizer_steps,
+            batch_size=script_args.image_tokenizer_batch_size,
+        )
+        logger.warning(f"Image tokenizer: {stats}")
+        if save_dir is not None:
+            image_tokenizer.save_pretrained(str(save_dir / "image_tokenizer"))
+    image_processor = MedDiffImageProcessor(size=image_tokenizer.image_size)
+    return MedDiffProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, image_tokenizer=image_tokenizer
+    )
+
+
+def _dataset_texts(dataset) -> list[str]:
+    texts: list[str] = []
+    for column in ("question", "answer", "report", "rationale"):
+        if column in dataset.column_names:
+            texts.extend(t for t in dataset[column] if t)
+    if "options" in dataset.column_names:
+        texts.extend(o for options in dataset["options"] for o in (options or []) if o)
+    return texts
+
+
+# ----------------------------------------------------------------------------------------------- model
+def build_model(script_args: MedDiffScriptArguments, model_args: Any, processor: Any):
+    """A MedDiff model: pretrained (`model_name_or_path`, optionally 4/8-bit) or from a preset sized to the
+    processor's vocabulary."""
+    import torch
+
+    from ..models.meddiff import MedDiffConfig, MedDiffForMaskedDiffusion
+
+    dtype = getattr(model_args, "dtype", None)
+    torch_dtype = getattr(torch, dtype) if dtype not in (None, "auto") else dtype
+    if getattr(model_args, "model_name_or_path", None):
+        from trl import get_quantization_config
+
+        quantization_config = get_quantization_config(model_args)
+        kwargs: dict[str, Any] = {"revision": model_args.model_revision}
+        if torch_dtype is not None:
+            kwargs["dtype"] = torch_dtype
+        if model_args.attn_implementation:
+            kwargs["attn_implementation"] = model_args.attn_implementation
+        if quantization_config is not None:
+            kwargs["quantization_config"] = quantization_config
+            kwargs["device_map"] = (
+                {"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"}
+            )
+        return MedDiffForMaskedDiffusion.from_pretrained(model_args.model_name_or_path, **kwargs)
+    if getattr(model_args, "load_in_4bit", False) or getattr(model_args, "load_in_8bit", False):
+        raise ValueError(
+            "load_in_4bit / load_in_8bit quantise pretrained weights: set model_name_or_path too."
+        )
+    overrides = dict(processor.model_config_kwargs()) | dict(script_args.model_config_overrides or {})
+    config = MedDiffConfig.from_preset(script_args.model_preset, **overrides)
+    if model_args.attn_implementation:
+        config._attn_implementation = model_args.attn_implementation
+    model = MedDiffForMaskedDiffusion(config)
+    if isinstance(torch_dtype, torch.dtype):
+        model = model.to(torch_dtype)
+    return model
+
+
+# ------------------------------------------------------------------------------------------------ main
+def make_parser():
+    from trl import ModelConfig, TrlParser
+
+    return TrlParser((MedDiffScriptArguments, MedDiffSFTConfig, ModelConfig))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the SFT script; returns the exit status (`128 + signal` when a signal stopped training)."""
+    from transformers import set_seed
+    from trl import get_peft_config
+
+    from .sft_trainer import MedDiffSFTTrainer
+
+    script_args, training_args, model_args = make_parser().parse_args_and_config(
+        list(sys.argv[1:] if argv is None else argv)
+    )
+    set_seed(training_args.seed)
+    train_dataset, eval_dataset = load_sft_datasets(script_args)
+    with training_args.main_process_first(desc="building the processor"):
+        processor = build_processor(script_args, train_dataset, training_args.output_dir)
+    model = build_model(script_args, model_args, processor)
+    if eval_dataset is None and training_args.eval_strategy != "no":
+        logger.warning("No eval split: evaluation is turned off.")
+        training_args.eval_strategy = "no"
+
+    trainer = MedDiffSFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        peft_config=get_peft_config(model_args),
+    )
+    checkpoint = training_args.resume_from_checkpoint
+    if isinstance(checkpoint, str) and checkpoint.lower() == "true":
+        checkpoint = (
+            get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        )
+        if checkpoint is None:
+            logger.warning(
+                f"resume_from_checkpoint=true but {training_args.output_dir} has no checkpoint: starting anew."
+            )
+    trainer.train(resume_from_checkpoint=checkpoint)
+    if trainer.stopped_by_signal:
+        return 128 + int(trainer.stopped_by_signal)
+
+    trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        recipe = {"script": asdict(script_args), "model": asdict(model_args)}
+        with open(os.path.join(training_args.output_dir, "sft_recipe.json"), "w", encoding="utf-8") as f:
+            json.dump(recipe, f, indent=2, default=str)
+    if eval_dataset is not None and training_args.eval_strategy != "no":
+        trainer.log_metrics("eval", trainer.evaluate())
+    if training_args.push_to_hub:
+        trainer.push_to_hub(training_recipe=json.dumps({"script": asdict(script_args)}, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
