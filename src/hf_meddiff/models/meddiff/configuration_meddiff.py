@@ -94,6 +94,7 @@ class MedDiffConfig(PreTrainedConfig):
     >>> config.vocab_size, config.image_token_offset, config.mask_token_id
     (192, 128, 4)
     >>> model = MedDiffForMaskedDiffusion(config)
+
     ```
     """
 
@@ -159,7 +160,9 @@ class MedDiffConfig(PreTrainedConfig):
             self.image_token_offset = self.text_vocab_size
         if self.vocab_size is None:
             self.vocab_size = self.image_token_offset + self.image_codebook_size
-        self.task_loss_weights = {task: 1.0 for task in MEDDIFF_TASKS} | dict(self.task_loss_weights or {})
+        self.task_loss_weights = {task: 1.0 for task in MEDDIFF_TASKS} | {
+            task: float(weight) for task, weight in (self.task_loss_weights or {}).items()
+        }
         super().__post_init__(**kwargs)
 
     @classmethod
@@ -172,6 +175,7 @@ class MedDiffConfig(PreTrainedConfig):
         >>> config = MedDiffConfig.from_preset("embedded", text_vocab_size=700, image_codebook_size=512)
         >>> config.hidden_size, config.vocab_size
         (256, 1212)
+
         ```
         """
         if name not in MEDDIFF_PRESETS:

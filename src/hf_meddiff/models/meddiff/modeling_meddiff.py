@@ -275,7 +275,8 @@ class MedDiffCache:
 
     Unlike an autoregressive cache, a diffusion step may recompute a block in the *middle* of the sequence:
     a forward with `cache_start=s` and inputs of positions `[s, e)` attends over keys
-    `cache[:s] ++ new ++ cache[e:]`. Keys are `[B, num_key_value_heads, L, head_dim]`.
+    `cache[:s] ++ new ++ cache[e:]`. Keys are `[B, num_key_value_heads, L, head_dim]`. (With flash attention
+    and padding, the recomputed block must be padding-free, e.g. the generation region of left-padded prompts.)
 
     Example:
 
@@ -288,6 +289,7 @@ class MedDiffCache:
     >>> cache.get_seq_length()
     12
     >>> block = model(ids[:, 4:8], past_key_values=cache, cache_start=4).logits  # same as the full logits[:, 4:8]
+
     ```
     """
 
@@ -378,6 +380,7 @@ class MedDiffModel(MedDiffPreTrainedModel):
     >>> model = MedDiffModel(MedDiffConfig.from_preset("tiny"))
     >>> model(torch.tensor([[1, 9, 20, 30]])).last_hidden_state.shape
     torch.Size([1, 4, 64])
+
     ```
     """
 
@@ -572,10 +575,13 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
     >>> out = model(ids, labels=labels, generator=torch.Generator().manual_seed(0))
     >>> out.loss.shape, out.noise_mask[:, :6].any().item()
     (torch.Size([]), False)
+
     ```
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    # The loss is a mean over samples and takes no `num_items_in_batch`: `Trainer` must scale it for accumulation.
+    accepts_loss_kwargs = False
     _tp_plan = {"lm_head": "colwise_gather_output"}
     _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
 
