@@ -45,7 +45,34 @@ _LAZY: dict[str, str] = {
     "clip_score": "image_generation",
 }
 
-__all__ = ["MODULE_NAMES", "module_path", "module_paths", *_LAZY]
+__all__ = [
+    "MODULE_NAMES",
+    "module_path",
+    "module_paths",
+    "CHEXPERT_FINDINGS",
+    "Finding",
+    "FindingLabeler",
+    "answer_length_distribution",
+    "bleu_scores",
+    "box_iou",
+    "cider_score",
+    "clinical_efficacy_scores",
+    "clip_score",
+    "extract_answer",
+    "grounding_scores",
+    "image_generation_scores",
+    "match_answer",
+    "match_boxes",
+    "meteor_available",
+    "meteor_score",
+    "normalize_answer",
+    "normalize_report",
+    "report_generation_scores",
+    "rouge_l_score",
+    "score_answer",
+    "token_f1",
+    "vqa_accuracy",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .clinical import CHEXPERT_FINDINGS, Finding, FindingLabeler, clinical_efficacy_scores

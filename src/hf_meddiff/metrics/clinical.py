@@ -309,13 +309,15 @@ def _phrase_pattern(phrase: str) -> str:
     return r"[\s-]+".join(words)
 
 
+# A list of words ("effusion or pneumothorax") before a verb; each word ends at a word boundary, so matching is linear.
+_LIST_PREFIX = re.compile(
+    r"^(?:[\s,]*(?:(?:and|or)\s+)?[a-z]+\b)*?(?=\s+(?:is|are|was|were|has|have|not|cannot|can|could|may)\b)"
+)
+
+
 def _skip_list(after_clause: str) -> str:
-    # "effusion or pneumothorax is seen" -> look past a trailing list of nouns for the verb phrase.
-    return re.sub(
-        r"^(?:\s*(?:,|and|or)?\s*[a-z]+)*?(?=\s+(?:is|are|was|were|has|have|not|cannot|can|could|may)\b)",
-        "",
-        after_clause,
-    )
+    # "effusion or pneumothorax is not seen" -> look past the trailing list of nouns for the verb phrase.
+    return _LIST_PREFIX.sub("", after_clause, count=1)
 
 
 def clinical_efficacy_scores(

@@ -47,6 +47,8 @@ _LETTER_MENTIONS = (
     re.compile(r"(?<![\w(])([A-Z])[.):](?=\s|$)"),
     re.compile(r"\b(?:option|answer|choice)\s*(?:is|:)?\s*\(?([A-Z])\b(?![\w'])", re.IGNORECASE),
     re.compile(r"^([A-Z])(?=\s|,|$)"),
+    # a bare capital letter; "A" and "I" are words, so only the forms above count for them
+    re.compile(r"(?<![\w'’-])([B-HJ-Z])(?![\w'’-])"),
 )
 YES_NO = ("yes", "no")
 
