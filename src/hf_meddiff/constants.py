@@ -23,6 +23,7 @@ from .models.meddiff.tokens_meddiff import (  # noqa: E402,F401
     SOI_TOKEN,
     SPECIAL_TOKENS,
     TASK_TOKENS,
+    TASKS,
     TEXT_TAG_TOKENS,
     THINK_CLOSE,
     THINK_OPEN,
@@ -50,5 +51,4 @@ MODALITY_NAMES = {
     "microscopy": "microscopy",
 }
 QUESTION_TYPES = ("modality", "anatomy", "diagnosis", "grading", "location", "counting", "open")
-TASKS = ("vqa", "report", "t2i", "reasoning")
 OPTION_LETTERS = ("A", "B", "C", "D")

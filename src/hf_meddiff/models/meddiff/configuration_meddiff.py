@@ -23,11 +23,11 @@ from .tokens_meddiff import (
     PAD_TOKEN,
     SOI_TOKEN,
     TASK_TOKENS,
+    TASKS,
 )
 
-# The training tasks, in the order of `task_ids`. Mirrors `hf_meddiff.constants.TASKS` (this file must not
-# import `hf_meddiff`; tests/test_config.py checks that the two tuples agree).
-MEDDIFF_TASKS = ("vqa", "report", "t2i", "reasoning")
+# The training tasks, in the order of `task_ids` (defined in tokens_meddiff, re-exported by hf_meddiff.constants).
+MEDDIFF_TASKS = TASKS
 
 # Named backbone sizes for `MedDiffConfig.from_preset`. The vocabulary fields are placeholders: real runs take
 # them from the processor (`MedDiffConfig.from_preset("tiny", **processor.model_config_kwargs())`).

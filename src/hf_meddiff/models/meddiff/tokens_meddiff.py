@@ -38,6 +38,9 @@ SPECIAL_TOKENS = (
     *TASK_TOKENS.values(),
 )
 
+# Training tasks, in the order `task_ids` index them (loss weights, per-task logging).
+TASKS = ("vqa", "report", "t2i", "reasoning")
+
 # Reasoning and grounding tags are plain text, added as single tokens so they never split.
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
