@@ -184,7 +184,7 @@ class PHIError(ValueError):
 
 
 def _norm_name(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
+    return re.sub(r"[^a-z0-9]", "", name.lower().replace("'s", ""))
 
 
 _PHI_COLUMN_NAMES = {_norm_name(k) for k in PHI_DICOM_KEYWORDS} | set(_PHI_COLUMN_ALIASES)
