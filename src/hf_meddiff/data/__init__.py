@@ -35,7 +35,7 @@ _LAZY = {
     "load_medical_image": "medical_io",
     "build_reasoning_dataset": "reasoning",
     "RejectionSamplingReport": "reasoning",
-    "format_vqa_prompt": "reasoning",
+    "annotation_rationale": "reasoning",
     "render_dataset_card": "hub",
     "push_dataset_to_hub": "hub",
 }
