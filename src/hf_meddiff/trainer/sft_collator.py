@@ -18,6 +18,7 @@ import hashlib
 import io
 import os
 import random
+import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,12 +29,13 @@ from datasets import Dataset
 from datasets import Image as ImageFeature
 from PIL import Image
 
-from ..constants import OPTION_LETTERS, TASKS
+from ..constants import TASKS
 from ..formatting import format_reasoning
+from ..models.meddiff.processing_meddiff import DEFAULT_REPORT_PROMPT, format_options
 from .sft_config import MedDiffSFTConfig
 
 IGNORE_INDEX = -100
-REPORT_PROMPT = "Write the radiology report for this image."
+REPORT_PROMPT = DEFAULT_REPORT_PROMPT
 """The user turn of report-generation examples (evaluation must ask the same)."""
 
 
@@ -157,21 +159,21 @@ def tokenize_dataset_images(
     cache_dir: str | None = None,
     desc: str = "Tokenising images",
 ) -> Dataset:
-    """Add `image_ids` (list of `g*g` VQ token ids, offset into the unified vocabulary) and `image_error`.
+    """Add `image_ids` (the `g*g` VQ codes of the record's image, as `MedDiffProcessor.encode_images` gives them)
+    and `image_error` (non-empty when the image does not decode).
 
-    Images are decoded one by one, so an image that does not decode only marks its own record
-    (`image_error` names the problem) instead of failing the batch. With `cache_dir` the result is written
-    to `cache_dir/image_ids-<fingerprint>.arrow`, keyed by the dataset's fingerprint and the image
-    tokenizer's weights, and reused by later runs.
+    Images are decoded one by one, so an image that does not decode only marks its own record instead of
+    failing the batch. With `cache_dir` the result is written to `cache_dir/image_ids-<fingerprint>.arrow`,
+    keyed by the dataset's fingerprint and the image tokenizer's weights, and reused by later runs.
 
     Args:
         dataset (`datasets.Dataset`): a canonical dataset with an `image` column.
-        processor (`MedDiffProcessor`): gives `image_processor`, `image_tokenizer` and `image_token_offset`.
+        processor (`MedDiffProcessor`): its image processor and image tokenizer encode the images.
     """
     if "image" not in dataset.column_names:
         raise ValueError(f"The dataset has no 'image' column (columns: {dataset.column_names}).")
-    image_tokenizer = processor.image_tokenizer
-    offset = _image_token_offset(processor)
+    if getattr(processor, "image_tokenizer", None) is None:
+        raise ValueError("The processor has no image tokenizer: build it with `image_tokenizer=`.")
     if isinstance(dataset.features["image"], ImageFeature):
         dataset = dataset.cast_column("image", ImageFeature(decode=False))
     ids_column = "id" if "id" in dataset.column_names else None
@@ -190,39 +192,23 @@ def tokenize_dataset_images(
                 errors.append(
                     f"{_record_name(record, indices[position])}: field 'image' does not decode ({error})"
                 )
-        token_rows: list[list[int]] = [[] for _ in batch["image"]]
+        codes: list[list[int]] = [[] for _ in batch["image"]]
         if images:
-            pixel_values = processor.image_processor(images, return_tensors="pt")["pixel_values"]
-            with torch.no_grad():
-                codes = image_tokenizer.encode(pixel_values.to(image_tokenizer.device, image_tokenizer.dtype))
-            for position, row in zip(good, (codes.cpu() + offset).tolist()):
-                token_rows[position] = row
-        return {"image_ids": token_rows, "image_error": errors}
+            for position, row in zip(good, processor.encode_images(images, batch_size=len(images)).tolist()):
+                codes[position] = row
+        return {"image_ids": codes, "image_error": errors}
 
     kwargs: dict[str, Any] = {}
     if cache_dir is not None:
         os.makedirs(cache_dir, exist_ok=True)
-        key = hashlib.sha256(
-            f"{dataset._fingerprint}-{_module_fingerprint(image_tokenizer)}-{offset}".encode()
-        )
-        fingerprint = key.hexdigest()[:16]
+        key = f"{dataset._fingerprint}-{_module_fingerprint(processor.image_tokenizer)}-{processor.image_processor.size}"
+        fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
         kwargs.update(
             cache_file_name=os.path.join(cache_dir, f"image_ids-{fingerprint}.arrow"),
             new_fingerprint=fingerprint,
             load_from_cache_file=True,
         )
     return dataset.map(encode, batched=True, batch_size=batch_size, with_indices=True, desc=desc, **kwargs)
-
-
-def _image_token_offset(processor: Any) -> int:
-    for owner in (processor, getattr(processor, "image_tokenizer", None)):
-        offset = getattr(owner, "image_token_offset", None)
-        if offset is not None:
-            return int(offset)
-    kwargs = processor.model_config_kwargs() if hasattr(processor, "model_config_kwargs") else {}
-    if "image_token_offset" in kwargs and kwargs["image_token_offset"] is not None:
-        return int(kwargs["image_token_offset"])
-    return int(kwargs.get("text_vocab_size", len(processor.tokenizer)))
 
 
 # ------------------------------------------------------------------------------------ task examples
@@ -251,8 +237,7 @@ def format_question(question: str, options: Sequence[str] | None, style: str | N
 
     ```
     """
-    lines = [question.strip()]
-    lines += [f"{letter}. {option}" for letter, option in zip(OPTION_LETTERS, options or [])]
+    lines = [format_options(question.strip(), list(options or []))]
     if style is not None:
         if style not in REASONING_INSTRUCTIONS:
             raise ValueError(f"Unknown reasoning style {style!r}; use one of {list(REASONING_INSTRUCTIONS)}.")
@@ -279,7 +264,7 @@ def record_task_specs(record: dict[str, Any], row: int, args: MedDiffSFTConfig) 
     report = (record.get("report") or "").strip()
     rationale = (record.get("rationale") or "").strip()
     if question and options:
-        allowed = OPTION_LETTERS[: len(options)]
+        allowed = tuple(string.ascii_uppercase[: len(options)])
         if answer not in allowed:
             raise BadRecordError(
                 f"{name}: field 'answer' is {answer!r} but a multiple-choice answer must be one of the option "
@@ -317,18 +302,15 @@ def _encode_spec(
 ) -> dict[str, list]:
     """Token ids of one example through `MedDiffProcessor` (layouts of docs/internals.md)."""
     task = spec["task"]
-    image_ids_tensor = torch.as_tensor([image_ids], dtype=torch.long)
-    if task == "t2i":
-        encoded = processor(text=spec["prompt"], image_ids=image_ids_tensor, task=task, return_tensors="pt")
-    else:
-        encoded = processor(
-            text=spec["prompt"],
-            image_ids=image_ids_tensor,
-            response=spec["target"],
-            task=task,
-            response_length=args.response_length_for(task),
-            return_tensors="pt",
-        )
+    kwargs: dict[str, Any] = {
+        "text": spec["prompt"],
+        "image_ids": [image_ids],
+        "task": task,
+        "return_tensors": "pt",
+    }
+    if task != "t2i":
+        kwargs.update(responses=[spec["target"]], response_length=args.response_length_for(task))
+    encoded = processor(**kwargs)
     return {"input_ids": encoded["input_ids"][0].tolist(), "labels": encoded["labels"][0].tolist()}
 
 
