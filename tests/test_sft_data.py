@@ -71,7 +71,7 @@ def test_every_record_yields_one_example_per_task_in_the_processor_layouts(phant
             else:
                 assert f"<answer>{record['answer']}</answer>" in text
                 prompt = tokenizer.decode(
-                    [t for t, l in zip(example["input_ids"], example["labels"]) if l == -100 and t < offset]
+                    [t for t, y in zip(example["input_ids"], example["labels"]) if y == -100 and t < offset]
                 )
                 assert any(instruction in prompt for instruction in REASONING_INSTRUCTIONS.values())
     targets = [
