@@ -34,3 +34,30 @@ __all__ = [
     "MedDiffModel",
     "MedDiffPreTrainedModel",
 ]
+
+# --- Processing (image tokenizer, image processor, processor): Auto registration here, `auto_map` + module files in
+# saved folders through the classes' own `register_for_auto_class` calls.
+from transformers import AutoImageProcessor, AutoProcessor  # noqa: E402
+
+from .image_processing_meddiff import (  # noqa: E402
+    WINDOW_PRESETS,
+    MedDiffImageProcessor,
+    dicom_to_array,
+    load_medical_image,
+    nifti_to_array,
+)
+from .image_tokenizer_meddiff import MedDiffImageTokenizer  # noqa: E402
+from .processing_meddiff import MedDiffProcessor  # noqa: E402
+
+AutoImageProcessor.register(MedDiffConfig, image_processor_classes={"pil": MedDiffImageProcessor}, exist_ok=True)
+AutoProcessor.register(MedDiffConfig, MedDiffProcessor, exist_ok=True)
+
+__all__ += [
+    "WINDOW_PRESETS",
+    "MedDiffImageProcessor",
+    "MedDiffImageTokenizer",
+    "MedDiffProcessor",
+    "dicom_to_array",
+    "load_medical_image",
+    "nifti_to_array",
+]
