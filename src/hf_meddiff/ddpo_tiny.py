@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -45,7 +46,88 @@ __all__ = [
 ]
 
 # Words that become single tokens of the tiny tokenizer; any other word falls back to characters.
-DEFAULT_PROMPT_WORDS = ["dermoscopy", "image", "of", "a", "skin", "lesion", "with", "without", "and", "the", "in", "on", "at", "mild", "moderate", "severe", "normal", "melanoma", "nevus", "naevus", "keratosis", "carcinoma", "basal", "cell", "seborrheic", "benign", "malignant", "lesion", "lesions", "hair", "ruler", "marker", "bubble", "bubbles", "artefact", "artefacts", "artifact", "artifacts", "pigment", "network", "dots", "globules", "streaks", "border", "irregular", "regular", "asymmetric", "symmetric", "dark", "light", "brown", "red", "pink", "blue", "black", "white", "small", "large", "round", "oval", "centre", "center", "left", "right", "upper", "lower", "finding", "findings", "impression", "no", "ct", "mri", "x-ray", "xray", "ultrasound", "fundus", "oct", "microscopy", "scan", "photograph"]
+DEFAULT_PROMPT_WORDS = [
+    "dermoscopy",
+    "image",
+    "of",
+    "a",
+    "skin",
+    "lesion",
+    "with",
+    "without",
+    "and",
+    "the",
+    "in",
+    "on",
+    "at",
+    "mild",
+    "moderate",
+    "severe",
+    "normal",
+    "melanoma",
+    "nevus",
+    "naevus",
+    "keratosis",
+    "carcinoma",
+    "basal",
+    "cell",
+    "seborrheic",
+    "benign",
+    "malignant",
+    "lesion",
+    "lesions",
+    "hair",
+    "ruler",
+    "marker",
+    "bubble",
+    "bubbles",
+    "artefact",
+    "artefacts",
+    "artifact",
+    "artifacts",
+    "pigment",
+    "network",
+    "dots",
+    "globules",
+    "streaks",
+    "border",
+    "irregular",
+    "regular",
+    "asymmetric",
+    "symmetric",
+    "dark",
+    "light",
+    "brown",
+    "red",
+    "pink",
+    "blue",
+    "black",
+    "white",
+    "small",
+    "large",
+    "round",
+    "oval",
+    "centre",
+    "center",
+    "left",
+    "right",
+    "upper",
+    "lower",
+    "finding",
+    "findings",
+    "impression",
+    "no",
+    "ct",
+    "mri",
+    "x-ray",
+    "xray",
+    "ultrasound",
+    "fundus",
+    "oct",
+    "microscopy",
+    "scan",
+    "photograph",
+]
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -368,3 +450,66 @@ def pretrain_tiny_vae(
         latents = vae.encode(2 * images[:256] - 1).latent_dist.mean
     vae.register_to_config(scaling_factor=float(1.0 / latents.std().clamp(min=1e-3)))
     return losses
+
+
+def pretrain_tiny_unet(
+    pipeline,
+    images: torch.Tensor,
+    captions: Sequence[str],
+    num_steps: int = 600,
+    batch_size: int = 32,
+    learning_rate: float = 2e-3,
+    caption_dropout: float = 0.1,
+    seed: int = 0,
+) -> list[float]:
+    """Full text-to-image training of the pipeline's UNet (the tiny model starts from random weights).
+
+    Images `[N, 3, H, W]` in [0, 1] with one caption each; a caption is replaced by "" with probability
+    `caption_dropout` so classifier-free guidance has an unconditional model. Returns the per-step losses.
+    """
+    from .trainer.ddpo_pipeline import encode_prompts
+    from .trainer.ddpo_trainer import denoising_loss
+
+    unet = pipeline.unet
+    unet.requires_grad_(True)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=learning_rate, weight_decay=1e-4)
+    warmup = max(1, num_steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / max(num_steps, 1))),
+    )
+    with torch.no_grad():
+        unique = sorted(set(captions)) + [""]
+        table = dict(zip(unique, encode_prompts(pipeline, unique)))
+    unet.train()
+    losses = []
+    for _ in range(num_steps):
+        idx = torch.randint(0, images.shape[0], (min(batch_size, images.shape[0]),), generator=generator)
+        drop = torch.rand(len(idx), generator=generator) < caption_dropout
+        embeds = torch.stack([table["" if d else captions[i]] for i, d in zip(idx.tolist(), drop.tolist())])
+        loss = denoising_loss(pipeline, unet, images[idx], embeds, generator)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    unet.eval()
+    unet.requires_grad_(False)
+    return losses
+
+
+class ClassifierFeatures(torch.nn.Module):
+    """Pooled backbone features `[B, D]` of an image classifier, for FID/KID with a domain encoder.
+
+    Takes images `[B, 3, H, W]` in [0, 1] (the metric's extractor contract) and feeds `2 * x - 1`.
+    """
+
+    def __init__(self, classifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        backbone = getattr(self.classifier, self.classifier.base_model_prefix)
+        return backbone(pixel_values=2 * images - 1).pooler_output.flatten(1)
