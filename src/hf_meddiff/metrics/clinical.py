@@ -255,6 +255,20 @@ class FindingLabeler:
             findings.append(Finding(name, patterns))
         return cls(findings, no_finding=no_finding, exclude_from_no_finding=exclude_from_no_finding)
 
+    @classmethod
+    def medphantom(
+        cls, modalities: Iterable[str] | None = None, no_finding: str | None = NO_FINDING
+    ) -> FindingLabeler:
+        """The MedPhantom finding vocabulary (`hf_meddiff.data.phantom.MODALITY_SPECS`), all modalities or some."""
+        from ..data.phantom import MODALITY_SPECS
+
+        chosen = list(modalities) if modalities is not None else list(MODALITY_SPECS)
+        unknown = [m for m in chosen if m not in MODALITY_SPECS]
+        if unknown:
+            raise ValueError(f"Unknown MedPhantom modalities {unknown}; available: {sorted(MODALITY_SPECS)}.")
+        names = dict.fromkeys(f for m in chosen for f in MODALITY_SPECS[m].findings)
+        return cls.from_names(names, no_finding=no_finding)
+
     @property
     def names(self) -> list[str]:
         """Label names in output order (findings, then "no finding" when enabled)."""
@@ -279,15 +293,24 @@ class FindingLabeler:
         if not isinstance(report, str):
             report = ""
         sentences = [s for s in re.split(r"(?<=[.!?])\s+|\n+", report.lower()) if s.strip()]
-        labels: dict[str, int | None] = {}
-        for finding, mention, negative in zip(self.findings, self._mention, self._negative):
-            found: list[int] = []
-            for sentence in sentences:
+        found: list[list[int]] = [[] for _ in self.findings]
+        for sentence in sentences:
+            spans = [
+                (k, m.start(), m.end())
+                for k, mention in enumerate(self._mention)
+                for m in mention.finditer(sentence)
+            ]
+            for k, start, end in spans:
+                # "tumor cluster" mentions the finding "tumor cluster", not also "tumor".
+                if any(o != k and s <= start and end <= e and e - s > end - start for o, s, e in spans):
+                    continue
+                found[k].append(self._clause_label(sentence, start, end))
+            for k, negative in enumerate(self._negative):
                 if negative is not None and negative.search(sentence):
-                    found.append(0)
-                for match in mention.finditer(sentence):
-                    found.append(self._clause_label(sentence, match.start(), match.end()))
-            labels[finding.name] = 1 if 1 in found else -1 if -1 in found else 0 if 0 in found else None
+                    found[k].append(0)
+        labels: dict[str, int | None] = {}
+        for finding, values in zip(self.findings, found):
+            labels[finding.name] = 1 if 1 in values else -1 if -1 in values else 0 if 0 in values else None
         if self.no_finding:
             abnormal = any(
                 labels[f.name] in (1, -1) for f in self.findings if f.name not in self.exclude_from_no_finding
