@@ -38,6 +38,7 @@ _LAZY = {
     "annotation_rationale": "reasoning",
     "render_dataset_card": "hub",
     "push_dataset_to_hub": "hub",
+    "save_dataset_for_hub": "hub",
 }
 
 __all__ = [
