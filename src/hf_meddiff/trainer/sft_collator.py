@@ -409,7 +409,7 @@ def prepare_sft_dataset(
     if errors and not args.skip_bad_records:
         more = f" ({len(errors) - 1} more bad records)" if len(errors) > 1 else ""
         raise BadRecordError(
-            f"{name} dataset: {errors[0][1]}{more}. Fix the data, or set `skip_bad_records: true` to skip and "
+            f"{name} dataset: {errors[0][1].rstrip('.')}{more}. Fix the data, or set `skip_bad_records: true` to skip and "
             "count such records."
         )
     if errors:

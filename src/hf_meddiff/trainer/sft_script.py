@@ -144,6 +144,10 @@ def _select_split(dataset, split: str | None, limit: int | None, what: str):
 def load_sft_datasets(script_args: MedDiffScriptArguments):
     """`(train, eval)` canonical datasets for the script arguments (`eval` is None when there is none)."""
     name = script_args.dataset_name
+    if name == "medphantom" and script_args.dataset_path:
+        name = (
+            "canonical"  # a saved MedPhantom (or other canonical) dataset, e.g. from `hf-meddiff data make`
+        )
     if name == "medphantom":
         from ..data import make_phantom_dataset
 
@@ -205,33 +209,43 @@ def build_processor(script_args: MedDiffScriptArguments, train_dataset, output_d
     """Load the processor, or assemble it from existing / newly trained text and image tokenizers.
 
     Newly trained tokenizers are saved under `output_dir/tokenizers/` (`text_tokenizer/`, `image_tokenizer/`).
+    With several processes only the main one trains them; the others load what it saved (call this inside
+    `main_process_first`).
+
+    Example:
+
+    ```python
+    >>> args = MedDiffScriptArguments(image_tokenizer_preset="tiny", image_tokenizer_steps=5, text_vocab_size=400)
+    >>> processor = build_processor(args, make_phantom_dataset(16, image_size=32))  # doctest: +SKIP
+    ```
     """
+    from accelerate import PartialState
+    from transformers import AutoTokenizer
+
+    from ..image_tokenizer import MedDiffImageTokenizer, train_image_tokenizer
     from ..models.meddiff import MedDiffImageProcessor, MedDiffProcessor
 
     if script_args.processor_path:
         return MedDiffProcessor.from_pretrained(script_args.processor_path)
     save_dir = Path(output_dir) / "tokenizers" if output_dir else None
+    reuse = save_dir is not None and not PartialState().is_main_process
 
-    if script_args.text_tokenizer_path:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(script_args.text_tokenizer_path)
+    text_path = script_args.text_tokenizer_path or (str(save_dir / "text_tokenizer") if reuse else None)
+    if text_path:
+        tokenizer = AutoTokenizer.from_pretrained(text_path)
     else:
         from ..text_tokenizer import train_text_tokenizer
 
         logger.warning(
             f"Training a text tokenizer ({script_args.text_vocab_size} tokens) on the train split."
         )
-        tokenizer = train_text_tokenizer(
-            _dataset_texts(train_dataset), vocab_size=script_args.text_vocab_size
-        )
+        tokenizer = train_text_tokenizer(sft_texts(train_dataset), vocab_size=script_args.text_vocab_size)
         if save_dir is not None:
             tokenizer.save_pretrained(str(save_dir / "text_tokenizer"))
 
-    from ..image_tokenizer import MedDiffImageTokenizer, train_image_tokenizer
-
-    if script_args.image_tokenizer_path:
-        image_tokenizer = MedDiffImageTokenizer.from_pretrained(script_args.image_tokenizer_path)
+    image_path = script_args.image_tokenizer_path or (str(save_dir / "image_tokenizer") if reuse else None)
+    if image_path:
+        image_tokenizer = MedDiffImageTokenizer.from_pretrained(image_path)
     else:
         logger.warning(
             f"Training a {script_args.image_tokenizer_preset!r} image tokenizer for "
@@ -243,7 +257,7 @@ def build_processor(script_args: MedDiffScriptArguments, train_dataset, output_d
             steps=script_args.image_tokenizer_steps,
             batch_size=script_args.image_tokenizer_batch_size,
         )
-        logger.warning(f"Image tokenizer: {stats}")
+        logger.warning(f"Image tokenizer trained: {stats}")
         if save_dir is not None:
             image_tokenizer.save_pretrained(str(save_dir / "image_tokenizer"))
     image_processor = MedDiffImageProcessor(size=image_tokenizer.image_size)
@@ -252,14 +266,14 @@ def build_processor(script_args: MedDiffScriptArguments, train_dataset, output_d
     )
 
 
-def _dataset_texts(dataset) -> list[str]:
-    texts: list[str] = []
-    for column in ("question", "answer", "report", "rationale"):
-        if column in dataset.column_names:
-            texts.extend(t for t in dataset[column] if t)
-    if "options" in dataset.column_names:
-        texts.extend(o for options in dataset["options"] for o in (options or []) if o)
-    return texts
+def sft_texts(dataset) -> list[str]:
+    """Texts a text tokenizer for SFT should cover: the dataset's text columns plus the fixed prompts the
+    trainer adds (report prompt, reasoning instructions), repeated so that BPE merges them."""
+    from ..text_tokenizer import texts_from_dataset
+    from .sft_collator import REASONING_INSTRUCTIONS, REPORT_PROMPT
+
+    prompts = [REPORT_PROMPT, *REASONING_INSTRUCTIONS.values()]
+    return list(texts_from_dataset(dataset)) + prompts * max(8, len(dataset) // 20)
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -299,6 +313,22 @@ def build_model(script_args: MedDiffScriptArguments, model_args: Any, processor:
     if isinstance(torch_dtype, torch.dtype):
         model = model.to(torch_dtype)
     return model
+
+
+def _set_generation_length(model: Any, args: MedDiffSFTConfig) -> None:
+    """Save a `generation_config` whose canvas is the longest EOS-padded text response the model trained on."""
+    lengths = [args.response_length_for(task) for task in args.tasks if task != "t2i"]
+    lengths = [n for n in lengths if n]
+    config = getattr(model, "generation_config", None)
+    if not lengths or config is None or not hasattr(config, "gen_length"):
+        return
+    gen_length = max(lengths)
+    config.gen_length = gen_length
+    block = getattr(config, "block_length", None)
+    if block is not None and gen_length % block:
+        config.block_length = None
+    if getattr(config, "steps", None) is not None and config.steps > gen_length:
+        config.steps = gen_length
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -344,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             logger.warning(
                 f"resume_from_checkpoint=true but {training_args.output_dir} has no checkpoint: starting anew."
             )
+    _set_generation_length(trainer.model, training_args)
     trainer.train(resume_from_checkpoint=checkpoint)
     if trainer.stopped_by_signal:
         return 128 + int(trainer.stopped_by_signal)
