@@ -181,6 +181,7 @@ _UNCERTAIN_POST = (
     r"(?:cannot|can not|could not|may not) (?:be )?(?:excluded|ruled out)",
     r"(?:is|are) (?:not )?(?:excluded)",
     r"(?:is|are) (?:possible|suspected|questionable|likely)",
+    r"(?:versus|vs\.?)",
 )
 _SCOPE_BREAK = r"\b(?:but|however|although|though|which|aside from|except)\b|[;:]"
 
