@@ -99,10 +99,11 @@ class MedDiffGenerationConfig(GenerationConfig):
     >>> fast = MedDiffGenerationConfig(gen_length=256, block_length=32, threshold=0.9, cache_mode="dual")
     >>> fast.num_blocks, fast.total_steps  # steps=None: one token per step unless the threshold commits more
     (8, 256)
-    >>> MedDiffGenerationConfig(gen_length=100, block_length=32)
+    >>> MedDiffGenerationConfig(gen_length=100, block_length=32)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: gen_length (100) is not a multiple of block_length (32); ...
+    ValueError: gen_length (100) is not a multiple of block_length (32); set block_length to a divisor ...
+
     ```
     """
 
@@ -584,6 +585,7 @@ class MedDiffGenerationMixin:
         >>> out = model.generate(prompt, gen_length=16, block_length=8, threshold=0.9, cache_mode="dual")
         >>> out.shape
         torch.Size([1, 16])
+
         ```
         """
         if response_ids is not None:
@@ -797,6 +799,7 @@ class MedDiffGenerationMixin:
         >>> ids = model.generate_images(torch.tensor([[1, 10, 7, 30, 31, 8]]), image_steps=8)
         >>> ids.shape  # a 4 x 4 grid
         torch.Size([1, 16])
+
         ```
         """
         config = self._prepare_generation_config(generation_config, **kwargs)
