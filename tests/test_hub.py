@@ -97,26 +97,73 @@ def fake_hub(monkeypatch, tmp_path):
     return hub, calls
 
 
-def _tiny_model():
+@pytest.fixture(scope="module")
+def processor():
+    from hf_meddiff import MedDiffImageProcessor, MedDiffImageTokenizer, MedDiffProcessor
+    from hf_meddiff.text_tokenizer import train_text_tokenizer
+
     torch.manual_seed(0)
-    return MedDiffForMaskedDiffusion(MedDiffConfig.from_preset("tiny")).eval()
+    texts = [
+        "Which modality is shown? CT MRI X-ray ultrasound",
+        "Findings: round nodule in the upper left.",
+    ] * 8
+    tokenizer = train_text_tokenizer(texts, vocab_size=300)
+    image_tokenizer = MedDiffImageTokenizer.from_config_preset("tiny")
+    return MedDiffProcessor(MedDiffImageProcessor(size=32), tokenizer, image_tokenizer=image_tokenizer)
 
 
-def test_push_round_trip_reloads_with_auto_classes(fake_hub, tmp_path):
-    from transformers import AutoModelForMaskedLM
+def _tiny_model(processor=None):
+    torch.manual_seed(0)
+    kwargs = processor.model_config_kwargs() if processor is not None else {}
+    return MedDiffForMaskedDiffusion(MedDiffConfig.from_preset("tiny", **kwargs)).eval()
+
+
+def _image():
+    return (torch.arange(32 * 32).reshape(32, 32) % 251).to(torch.uint8).numpy()
+
+
+def test_push_round_trip_reloads_with_auto_classes(fake_hub, tmp_path, processor):
+    from transformers import AutoModelForMaskedLM, AutoProcessor
+
+    from hf_meddiff import MedDiffGenerationConfig
 
     hub, calls = fake_hub
-    model = _tiny_model()
+    model = _tiny_model(processor)
     results_file = tmp_path / "results.json"
     results_file.write_text(json.dumps(SUMMARY))
-    assert (
-        push_meddiff_to_hub(model, None, "me/tiny-meddiff", eval_results=results_file, private=True)
-        == "commit-info"
+    generation_config = MedDiffGenerationConfig(gen_length=16, block_length=8, steps=8)
+    commit = push_meddiff_to_hub(
+        model,
+        processor,
+        "me/tiny-meddiff",
+        generation_config=generation_config,
+        eval_results=results_file,
+        private=True,
     )
+    assert commit == "commit-info"
     assert [c[0] for c in calls] == ["create_repo", "upload_folder"]
     assert calls[0][2]["private"] is True
     folder = hub / "me" / "tiny-meddiff"
-    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in folder.iterdir()}
+    names = {p.name for p in folder.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "README.md",
+        "generation_config.json",
+        "image_tokenizer",
+    } <= names
+    assert {"processor_config.json", "tokenizer.json"} <= names
+
+    reloaded_processor = AutoProcessor.from_pretrained(folder)
+    assert type(reloaded_processor) is type(processor)
+    torch.testing.assert_close(
+        reloaded_processor.encode_images([_image()]), processor.encode_images([_image()])
+    )
+    assert (
+        reloaded_processor.tokenizer("Findings: round nodule")["input_ids"]
+        == processor.tokenizer("Findings: round nodule")["input_ids"]
+    )
+    assert MedDiffGenerationConfig.from_pretrained(folder).gen_length == 16
 
     reloaded = AutoModelForMaskedLM.from_pretrained(folder).eval()
     assert type(reloaded) is MedDiffForMaskedDiffusion
@@ -147,16 +194,19 @@ sys.meta_path.insert(0, _Block())
 """
 
 
-def test_pushed_folder_loads_with_remote_code_without_hf_meddiff(fake_hub, tmp_path):
+@pytest.mark.slow
+def test_pushed_folder_loads_with_remote_code_without_hf_meddiff(fake_hub, tmp_path, processor):
     hub, _ = fake_hub
-    model = _tiny_model()
-    push_meddiff_to_hub(model, None, "me/remote")
+    model = _tiny_model(processor)
+    push_meddiff_to_hub(model, processor, "me/remote")
     folder = hub / "me" / "remote"
-    expected = model(input_ids=torch.arange(10)[None]).logits[0, :, :5].tolist()
+    with torch.no_grad():
+        expected = model(input_ids=torch.arange(10)[None]).logits[0, :, :5].tolist()
+    expected_codes = processor.encode_images([_image()]).tolist()
     script = BLOCK_HF_MEDDIFF + textwrap.dedent(
         f"""
         import json, torch
-        from transformers import AutoModelForMaskedLM
+        from transformers import AutoModelForMaskedLM, AutoProcessor
         try:
             import hf_meddiff
             raise SystemExit("hf_meddiff should not be importable here")
@@ -165,15 +215,29 @@ def test_pushed_folder_loads_with_remote_code_without_hf_meddiff(fake_hub, tmp_p
         model = AutoModelForMaskedLM.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
         with torch.no_grad():
             logits = model(input_ids=torch.arange(10)[None]).logits[0, :, :5]
-        print(json.dumps({{"cls": type(model).__name__, "module": type(model).__module__, "logits": logits.tolist()}}))
+        processor = AutoProcessor.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        image = (torch.arange(32 * 32).reshape(32, 32) % 251).to(torch.uint8).numpy()
+        codes = processor.encode_images([image]).tolist()
+        print(chr(10) + "RESULT:" + json.dumps({{"cls": type(model).__name__, "module": type(model).__module__, "logits": logits.tolist(),
+                          "processor": type(processor).__name__, "processor_module": type(processor).__module__,
+                          "codes": codes}}))
         """
     )
     env = {**__import__("os").environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=240
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(
+        next(line for line in proc.stdout.splitlines() if line.startswith("RESULT:"))[len("RESULT:") :]
+    )
     assert out["cls"] == "MedDiffForMaskedDiffusion"
     assert not out["module"].startswith("hf_meddiff")
     torch.testing.assert_close(torch.tensor(out["logits"]), torch.tensor(expected), atol=1e-5, rtol=1e-5)
+    assert out["processor"] == "MedDiffProcessor" and not out["processor_module"].startswith("hf_meddiff")
+    assert out["codes"] == expected_codes

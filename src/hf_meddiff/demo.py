@@ -114,7 +114,7 @@ def stage_data(opts: DemoOptions, out: Path) -> dict[str, Any]:
 
 
 def stage_tokenizers(opts: DemoOptions, out: Path, data_path: str) -> dict[str, Any]:
-    from .evaluation import build_processor, fit_tokenizers, load_data_arg
+    from .evaluation import fit_tokenizers, load_data_arg
 
     train = load_data_arg(data_path, split="train")
     report = fit_tokenizers(
@@ -131,13 +131,11 @@ def stage_tokenizers(opts: DemoOptions, out: Path, data_path: str) -> dict[str, 
         f"MSE {heldout['mse']:.4f} (PSNR {heldout['psnr']:.1f} dB), codebook usage {heldout['codebook_usage']:.0%}"
     )
     print(f"text tokenizer: {report['text_tokenizer']['vocab_size']} tokens")
-    processor_dir = out / "processor"
-    build_processor(out / "tokenizers", processor_dir)
-    print(f"processor -> {processor_dir}")
-    return {**report, "processor": str(processor_dir)}
+    print(f"tokenizers -> {out / 'tokenizers'}")
+    return {**report, "path": data_path, "tokenizers": str(out / "tokenizers")}
 
 
-def stage_pretraining(opts: DemoOptions, out: Path, data_path: str, processor_dir: str) -> dict[str, Any]:
+def stage_pretraining(opts: DemoOptions, out: Path, data_path: str, tokenizers_dir: str) -> dict[str, Any]:
     import importlib
 
     try:
@@ -151,10 +149,14 @@ def stage_pretraining(opts: DemoOptions, out: Path, data_path: str, processor_di
     argv = [
         "--config",
         str(recipe),
+        "--dataset_name",
+        "canonical",
         "--dataset_path",
         data_path,
-        "--processor_path",
-        processor_dir,
+        "--text_tokenizer_path",
+        str(Path(tokenizers_dir) / "text_tokenizer"),
+        "--image_tokenizer_path",
+        str(Path(tokenizers_dir) / "image_tokenizer"),
         "--output_dir",
         str(model_dir),
         "--seed",
@@ -227,7 +229,7 @@ def run_demo(opts: DemoOptions | None = None) -> dict[str, Any]:
         ),
         "pretraining": (
             "masked-diffusion pretraining of the embedded model",
-            lambda: stage_pretraining(opts, out, context["data"], context["processor"]),
+            lambda: stage_pretraining(opts, out, context["data"], context["tokenizers"]),
         ),
         "evaluation": (
             "evaluate on the test split",
@@ -266,7 +268,7 @@ def run_demo(opts: DemoOptions | None = None) -> dict[str, Any]:
         context.update(
             {
                 "data": result.get("path", context.get("data", "")),
-                "processor": result.get("processor", context.get("processor", "")),
+                "tokenizers": result.get("tokenizers", context.get("tokenizers", "")),
                 "model": result.get("model", context.get("model", "")),
             }
         )
@@ -295,7 +297,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"  {name:<12} {stage['status']:<14} {detail}")
     where = {
         "data": summary["stages"].get("data", {}).get("path"),
-        "tokenizers": summary["stages"].get("tokenizers", {}).get("processor"),
+        "tokenizers": summary["stages"].get("tokenizers", {}).get("tokenizers"),
         "model": summary["stages"].get("pretraining", {}).get("model"),
         "results": summary["stages"].get("evaluation", {}).get("results"),
     }

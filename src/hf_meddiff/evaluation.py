@@ -38,6 +38,7 @@ from .formatting import denormalize_box, parse_answer, parse_boxes
 
 EVAL_TASKS = ("vqa", "report", "reasoning", "t2i")
 DATA_FILE = "data.parquet"
+DEFAULT_TEXT_VOCAB_SIZE = 1024  # the `embedded` MedDiff preset's text vocabulary
 
 # ========================================================================================================
 # Canonical datasets on disk
@@ -173,17 +174,6 @@ def _short(value: Any, limit: int = 160) -> Any:
 # ========================================================================================================
 
 
-def dataset_texts(ds) -> list[str]:
-    """Every text of a canonical dataset a tokenizer should cover (questions, options, answers, reports, …)."""
-    texts = []
-    for column in ("question", "answer", "report", "rationale"):
-        if column in ds.column_names:
-            texts.extend(t for t in ds[column] if t)
-    if "options" in ds.column_names:
-        texts.extend(o for opts in ds["options"] for o in (opts or []) if o)
-    return texts
-
-
 def fit_tokenizers(
     ds,
     output_dir: str | os.PathLike,
@@ -253,8 +243,7 @@ def fit_tokenizers(
     if text:
         from .text_tokenizer import train_text_tokenizer
 
-        text_kwargs = {"vocab_size": text_vocab_size} if text_vocab_size else {}
-        tokenizer = train_text_tokenizer(dataset_texts(ds), **text_kwargs)
+        tokenizer = train_text_tokenizer(ds, vocab_size=text_vocab_size or DEFAULT_TEXT_VOCAB_SIZE)
         tokenizer.save_pretrained(str(out / "text_tokenizer"))
         report["text_tokenizer"] = {"path": str(out / "text_tokenizer"), "vocab_size": len(tokenizer)}
     (out / "tokenizer_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -301,10 +301,13 @@ def save_meddiff_for_hub(
         image_tokenizer = getattr(processor, "image_tokenizer", None)
         if image_tokenizer is not None and not (out / "image_tokenizer").exists():
             image_tokenizer.save_pretrained(out / "image_tokenizer")
-    if generation_config is None:
-        generation_config = getattr(model, "generation_config", None)
-    if generation_config is not None and not (out / "generation_config.json").exists():
+    if generation_config is not None:  # an explicit config wins over the one save_pretrained wrote
         generation_config.save_pretrained(out)
+    elif (
+        getattr(model, "generation_config", None) is not None
+        and not (out / "generation_config.json").exists()
+    ):
+        model.generation_config.save_pretrained(out)
     if card is not None:
         card.save(out / "README.md")
     return out
