@@ -141,3 +141,12 @@ def test_pipeline_folder_round_trip(pipe, tmp_path):
     out = loaded(prompt=REPORT, output_type="codes", generator=torch.Generator().manual_seed(1))
     ref = pipe(prompt=REPORT, output_type="codes", generator=torch.Generator().manual_seed(1))
     assert torch.equal(out.images, ref.images)
+
+
+def test_model_generate_images_accepts_the_processor_t2i_layout(pipe):
+    batch = pipe.processor(text=[REPORT], task="t2i", add_response=False)
+    ids = pipe.model.generate_images(
+        batch["input_ids"], batch["attention_mask"], generator=torch.Generator().manual_seed(2)
+    )
+    ref = pipe(prompt=REPORT, output_type="codes", generator=torch.Generator().manual_seed(2)).images
+    assert torch.equal(ids - pipe.model.config.image_token_offset, ref)

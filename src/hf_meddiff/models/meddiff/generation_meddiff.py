@@ -773,7 +773,9 @@ class MedDiffGenerationMixin:
 
         Args:
             input_ids (`torch.LongTensor` of shape `(batch_size, prompt_length)`): left-padded text-to-image
-                prompts `<|bos|> <|t2i|> <|user|> report <|assistant|>` (optionally ending in `<|soi|>`).
+                prompts `<|bos|> <|t2i|> <|user|> report <|assistant|>` (optionally ending in `<|soi|>`), or the
+                processor's whole layout ending `<|soi|> [g*g masks] <|eoi|>` (non-mask image tokens there are
+                kept, as in inpainting).
             attention_mask (`torch.LongTensor`, *optional*): 1 real, 0 pad.
             negative_input_ids (`torch.LongTensor`, *optional*): unconditional prompts (same layout); defaults to
                 the dropped-report prompt `<|bos|> <|t2i|> <|user|> <|assistant|>`.
@@ -821,6 +823,17 @@ class MedDiffGenerationMixin:
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             return ids, mask
 
+        if input_ids.shape[1] > num_tokens + 1:
+            # the processor's full text-to-image layout `... <|soi|> [g*g ids or masks] <|eoi|>`: keep the prompt
+            # up to <|soi|>; given image tokens (not [MASK]) become tokens to keep, as in inpainting
+            tail_ids = input_ids[:, -(num_tokens + 2) :]
+            if bool((tail_ids[:, 0] == soi_id).all() and (tail_ids[:, -1] == eoi_id).all()):
+                body = tail_ids[:, 1:-1]
+                if image_ids is None and bool((body != mask_id).any()):
+                    image_ids, image_keep_mask = body, body != mask_id
+                input_ids = input_ids[:, : -(num_tokens + 1)]
+                if attention_mask is not None:
+                    attention_mask = attention_mask[:, : -(num_tokens + 1)]
         cond_ids, cond_mask = with_soi(input_ids, attention_mask)
         guided = config.cfg_scale > 0
         if guided:
