@@ -85,7 +85,7 @@ def test_ddim_step_scores_a_recorded_prev_sample_exactly():
     replay = ddim_step_with_logprob(sched, model_output, t, sample, eta=1.0, prev_sample=drawn.prev_sample)
     assert torch.equal(replay.prev_sample, drawn.prev_sample)
     assert torch.equal(replay.log_prob, drawn.log_prob)
-    # A different x_{t-1} is less likely than... at least scored differently.
+    # Moving x_{t-1} away from the recorded draw lowers its density.
     other = ddim_step_with_logprob(
         sched, model_output, t, sample, eta=1.0, prev_sample=drawn.prev_sample + 0.5
     )
@@ -174,9 +174,11 @@ def test_config_validation_names_the_fields():
         MedDDPOConfig.from_dict({"lora_rnk": 4})
 
 
-def test_first_update_has_ratio_one_and_only_lora_weights_change(tmp_path):
+@pytest.mark.parametrize("merge", [False, True])
+def test_first_update_has_ratio_one_and_only_lora_weights_change(tmp_path, merge):
     pipe = build_tiny_stable_diffusion(seed=0)
-    trainer = MedDDPOTrainer(tiny_config(tmp_path, train_batch_size=4), pipe, brightness, prompts=PROMPTS)
+    config = tiny_config(tmp_path, train_batch_size=4, sample_merge_lora=merge)
+    trainer = MedDDPOTrainer(config, pipe, brightness, prompts=PROMPTS)
     before = {
         f"{m}.{n}": p.detach().clone()
         for m in ("unet", "vae", "text_encoder")
@@ -184,7 +186,8 @@ def test_first_update_has_ratio_one_and_only_lora_weights_change(tmp_path):
     }
     stats = trainer.step()
     # One minibatch, one chunk: the policy that is scored is the one that sampled.
-    assert stats["ratio"] == pytest.approx(1.0, abs=1e-5)
+    # Merged-LoRA sampling matches the unmerged training forward up to float rounding.
+    assert stats["ratio"] == pytest.approx(1.0, abs=1e-5 if merge else 1e-6)
     assert stats["approx_kl"] < 1e-9 and stats["clipfrac"] == 0.0
     after = {
         f"{m}.{n}": p.detach()
@@ -275,8 +278,8 @@ def test_supervised_stage_lowers_the_denoising_loss_and_trains_only_lora(tmp_pat
     images[4:, 2] = 0.9  # "nevus": blue
     captions = [PROMPTS[0]] * 4 + [PROMPTS[1]] * 4
     frozen = pipe.unet.conv_in.weight.detach().clone()
-    losses = trainer.train_supervised(images, captions, num_steps=40, batch_size=8, learning_rate=1e-2)
-    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    losses = trainer.train_supervised(images, captions, num_steps=30, batch_size=4, learning_rate=1e-2)
+    assert np.mean(losses[-8:]) < np.mean(losses[:8])
     assert torch.equal(frozen, pipe.unet.conv_in.weight)
 
 

@@ -78,6 +78,14 @@ class MedDDPOConfig:
     sample_batch_size: int = field(default=8, metadata={"help": "Images per sampling batch (per process)."})
     sample_num_batches_per_epoch: int = field(default=2, metadata={"help": "Sampling batches per epoch."})
     negative_prompt: str = field(default="", metadata={"help": "Unconditional prompt used for guidance."})
+    sample_merge_lora: bool = field(
+        default=True,
+        metadata={
+            "help": "Merge the LoRA deltas into the UNet weights while sampling (faster; the base weights are "
+            "restored bit-exactly afterwards). Log-probs then match the unmerged training forward to float "
+            "rounding (~1e-7), far inside the PPO clip range."
+        },
+    )
 
     # > Training
     train_batch_size: int = field(

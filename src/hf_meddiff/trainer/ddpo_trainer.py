@@ -60,7 +60,7 @@ from .ddpo_pipeline import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MedDDPOTrainer", "PerPromptStatTracker", "denoising_loss"]
+__all__ = ["MedDDPOTrainer", "PerPromptStatTracker", "denoising_loss", "merged_lora"]
 
 RewardFunc = Callable[..., Any]
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
@@ -130,6 +130,31 @@ class PerPromptStatTracker:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.buffer_size, self.min_count = state["buffer_size"], state["min_count"]
         self.buffers = {p: deque(v, maxlen=self.buffer_size) for p, v in state["buffers"].items()}
+
+
+@contextlib.contextmanager
+def merged_lora(unet: torch.nn.Module, enabled: bool = True):
+    """Temporarily merge the PEFT LoRA adapters of `unet` into its weights (for fast sampling).
+
+    PEFT's `unmerge` subtracts the delta again, which is not bit-exact; here the original weights are copied
+    back instead, so the base model never drifts.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer) and not m.merged] if enabled else []
+    saved = [
+        {n: p.data.clone() for n, p in m.get_base_layer().named_parameters(recurse=False)} for m in layers
+    ]
+    try:
+        for layer in layers:
+            layer.merge()
+        yield unet
+    finally:
+        for layer, params in zip(layers, saved):
+            base = layer.get_base_layer()
+            for name, value in params.items():
+                getattr(base, name).data.copy_(value)
+            layer.merged_adapters.clear()
 
 
 def denoising_loss(
@@ -357,16 +382,17 @@ class MedDDPOTrainer:
         for _ in range(config.sample_num_batches_per_epoch):
             prompts, metadata = self._next_prompts(config.sample_batch_size)
             embeds = encode_prompts(self.pipeline, prompts)
-            out = sample_with_logprob(
-                self.pipeline,
-                embeds,
-                self._negative_embeds,
-                num_inference_steps=config.sample_num_steps,
-                guidance_scale=config.sample_guidance_scale,
-                eta=config.sample_eta,
-                generator=self.generator,
-                unet=self.unet,
-            )
+            with merged_lora(self.unwrapped_unet, config.use_lora and config.sample_merge_lora):
+                out = sample_with_logprob(
+                    self.pipeline,
+                    embeds,
+                    self._negative_embeds,
+                    num_inference_steps=config.sample_num_steps,
+                    guidance_scale=config.sample_guidance_scale,
+                    eta=config.sample_eta,
+                    generator=self.generator,
+                    unet=self.unwrapped_unet,
+                )
             rewards = self.compute_rewards(out.images, prompts, metadata)
             batches.append(
                 {
@@ -593,17 +619,18 @@ class MedDDPOTrainer:
         """Images `[B, 3, H, W]` in [0, 1] for `prompts` with a fixed seed (for before/after comparisons)."""
         config = self.config
         generator = torch.Generator().manual_seed(seed)
-        out = sample_with_logprob(
-            self.pipeline,
-            encode_prompts(self.pipeline, list(prompts)),
-            self._negative_embeds,
-            num_inference_steps=num_inference_steps or config.sample_num_steps,
-            guidance_scale=config.sample_guidance_scale if guidance_scale is None else guidance_scale,
-            eta=config.sample_eta if eta is None else eta,
-            generator=generator,
-            decode=False,
-            unet=self.unwrapped_unet,
-        )
+        with merged_lora(self.unwrapped_unet, config.use_lora and config.sample_merge_lora):
+            out = sample_with_logprob(
+                self.pipeline,
+                encode_prompts(self.pipeline, list(prompts)),
+                self._negative_embeds,
+                num_inference_steps=num_inference_steps or config.sample_num_steps,
+                guidance_scale=config.sample_guidance_scale if guidance_scale is None else guidance_scale,
+                eta=config.sample_eta if eta is None else eta,
+                generator=generator,
+                decode=False,
+                unet=self.unwrapped_unet,
+            )
         return decode_latents(self.pipeline, out.latents[:, -1])
 
     # ---------------------------------------------------------------------------- save / resume
