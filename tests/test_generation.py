@@ -193,22 +193,27 @@ def test_block_cache_runs_with_batches_and_saves_compute(model, cache_mode):
 
 
 class ScriptedDenoiser(MedDiffGenerationMixin, nn.Module):
-    """A stand-in model whose prediction at response position i is `script[i]`, with confidence falling with i."""
+    """A stand-in model whose prediction at response position i is `script[i]`, with confidence falling with i.
 
-    def __init__(self, script: list[int], prompt_length: int):
+    With several scripts, the last prompt token `100 + k` picks script k for that row."""
+
+    def __init__(self, script: list[int] | list[list[int]], prompt_length: int):
         super().__init__()
         self.config = MedDiffConfig.from_preset("tiny")
-        self.script, self.prompt_length, self.calls = torch.tensor(script), prompt_length, 0
+        scripts = torch.tensor(script)
+        self.scripts = scripts[None] if scripts.ndim == 1 else scripts
+        self.prompt_length, self.calls, self.batch_sizes = prompt_length, 0, []
 
     def forward(self, input_ids, attention_mask=None, **kwargs):
         self.calls += 1
+        self.batch_sizes.append(input_ids.shape[0])
         batch, length = input_ids.shape
+        rows = (input_ids[:, self.prompt_length - 1] - 100).clamp(0, len(self.scripts) - 1)
+        script = self.scripts[rows]
+        n = script.shape[1]
         logits = torch.zeros(batch, length, self.config.vocab_size)
-        n = len(self.script)
-        positions = torch.arange(n)
-        logits[:, self.prompt_length :, :].scatter_(
-            -1, self.script.expand(batch, n)[..., None], (10.0 - 0.1 * positions).expand(batch, n)[..., None]
-        )
+        confidence = (10.0 - 0.1 * torch.arange(n)).expand(batch, n)
+        logits[:, self.prompt_length :, :].scatter_(-1, script[..., None], confidence[..., None])
         return SimpleNamespace(logits=logits)
 
 
@@ -221,6 +226,18 @@ def test_early_stop_at_eos_saves_passes_and_pads_after_eos():
     assert early.sequences.tolist() == [[50, 51, 52, PAD, PAD, PAD, PAD, PAD]]
     assert torch.equal(early.sequences, full)
     assert early.num_forward_passes == 4 == stopper.calls
+
+
+def test_finished_rows_leave_the_batch_and_outputs_match_one_by_one():
+    scripts = [[50, EOS, 60, 61, 62, 63, 64, 65], [50, 51, 52, 53, 54, 55, 56, EOS]]
+    prompts = torch.tensor([[USER, ASSISTANT, 100], [USER, ASSISTANT, 101]])
+    model = ScriptedDenoiser(scripts, 3)
+    batched = model.generate(prompts, gen_length=8, block_length=4)
+    assert batched.tolist() == [[50] + [PAD] * 7, [50, 51, 52, 53, 54, 55, 56, PAD]]
+    assert model.batch_sizes == [2] * 4 + [1] * 4, "row 0 finished in block 0 and left the batch"
+    for row in range(2):
+        alone = ScriptedDenoiser(scripts, 3).generate(prompts[row : row + 1], gen_length=8, block_length=4)
+        assert torch.equal(alone[0], batched[row])
 
 
 def test_text_infilling_never_changes_the_given_tokens():

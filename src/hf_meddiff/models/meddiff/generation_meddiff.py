@@ -630,34 +630,42 @@ class MedDiffGenerationMixin:
         for block in range(config.num_blocks):
             start = prompt_length + block * block_length
             end = start + block_length
-            schedule = num_transfer_tokens((canvas[:, start:end] == mask_id).sum(1), steps_per_block)
+            rel = slice(start - prompt_length, end - prompt_length)
+            # rows that finished in earlier blocks leave the batch (the block cache is rebuilt here anyway)
+            live = (~finished).nonzero().squeeze(1)
+            live_generator = (
+                [generator[i] for i in live.tolist()] if isinstance(generator, list) else generator
+            )
+            live_attention = full_attention[live]
+            schedule = num_transfer_tokens((canvas[live, start:end] == mask_id).sum(1), steps_per_block)
             cache, step = None, 0
             while True:
-                block_masked = canvas[:, start:end] == mask_id
-                active = block_masked.any(1) & ~finished
+                block_masked = canvas[live, start:end] == mask_id
+                active = block_masked.any(1) & ~finished[live]
                 if not active.any():
                     break
                 # 1. denoise: logits for the block (full recompute, or against the block cache)
                 logits, cache = self._denoiser_logits(
-                    canvas, full_attention, start, end, config.cache_mode, cache
+                    canvas[live], live_attention, start, end, config.cache_mode, cache
                 )
                 num_passes += 1
                 logits = logits.float().masked_fill(banned.to(logits.device), float("-inf"))
                 # 2. sample a token for every position and score it
                 tokens, probs = sample_tokens(
-                    logits, config.temperature, config.top_k, config.top_p, generator, active
+                    logits, config.temperature, config.top_k, config.top_p, live_generator, active
                 )
-                scores, token_prob = confidence_scores(probs, tokens, config.remasking, generator, active)
+                scores, token_prob = confidence_scores(
+                    probs, tokens, config.remasking, live_generator, active
+                )
                 # 3. commit: the schedule's count, or every position above the threshold (never fewer)
                 count = schedule[:, min(step, steps_per_block - 1)].clamp_min(1)
                 if config.threshold is not None:
                     count = torch.maximum(count, ((token_prob > config.threshold) & block_masked).sum(1))
                 count = torch.where(active, count, torch.zeros_like(count))
                 committed = select_top(scores, block_masked, count)
-                canvas[:, start:end] = torch.where(committed, tokens, canvas[:, start:end])
-                rel = slice(start - prompt_length, end - prompt_length)
-                trajectory[:, rel] = torch.where(committed, row_steps[:, None], trajectory[:, rel])
-                row_steps += active.long()
+                canvas[live, start:end] = torch.where(committed, tokens, canvas[live, start:end])
+                trajectory[live, rel] = torch.where(committed, row_steps[live, None], trajectory[live, rel])
+                row_steps[live] += active.long()
                 # 4. early stop: EOS committed with everything before it decoded
                 if config.eos_early_stop and eos_id is not None:
                     finished = self._finish_rows(
@@ -668,8 +676,8 @@ class MedDiffGenerationMixin:
                         global_step,
                         {
                             "canvas": canvas,
-                            "committed": committed,
-                            "tokens": tokens,
+                            "committed": _scatter_rows(committed, live, batch_size),
+                            "tokens": _scatter_rows(tokens, live, batch_size),
                             "block": block,
                             "trajectory": trajectory,
                         },
@@ -933,6 +941,15 @@ def _left_pad(
     if extra <= 0:
         return ids, mask
     return F.pad(ids, (extra, 0), value=pad_id), F.pad(mask, (extra, 0), value=0)
+
+
+def _scatter_rows(values: torch.Tensor, rows: torch.LongTensor, batch_size: int) -> torch.Tensor:
+    """Rows of a live sub-batch placed back into a full batch (zeros / False for rows that left)."""
+    if rows.numel() == batch_size:
+        return values
+    full = values.new_zeros((batch_size, *values.shape[1:]))
+    full[rows] = values
+    return full
 
 
 def _cropped(cache: Any, length: int) -> Any:
