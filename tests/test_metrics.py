@@ -229,6 +229,8 @@ def test_every_evaluate_module_loads_offline_and_computes(monkeypatch):
         ("Endotracheal tube in place. No acute process.", {"Support Devices": 1, "No Finding": 1}),
         ("The pleural effusion has resolved.", {"Pleural Effusion": 0, "No Finding": 1}),
         ("", {"No Finding": 1}),
+        ("We can not exclude pneumonia.", {"Pneumonia": -1}),
+        ("Pneumothorax is not ruled out.", {"Pneumothorax": -1}),
     ],
 )
 def test_chexpert_labeller(report, expected):
@@ -484,6 +486,7 @@ class _FenceParser(doctest.DocTestParser):
         "hf_meddiff.metrics.clinical",
         "hf_meddiff.metrics.vqa",
         "hf_meddiff.metrics.grounding",
+        "hf_meddiff.metrics.image_generation",
         "hf_meddiff.rewards._utils",
         "hf_meddiff.rewards.accuracy_rewards",
         "hf_meddiff.rewards.format_rewards",

@@ -183,6 +183,8 @@ _UNCERTAIN_POST = (
     r"(?:is|are) (?:possible|suspected|questionable|likely)",
     r"(?:versus|vs\.?)",
 )
+# Hedged negations ("cannot exclude", "not ruled out") are uncertainty, checked before plain negation.
+_HEDGED = r"(?:cannot|can not|could not|can't|not)\s+(?:be\s+)?(?:exclude[ds]?|rule[ds]?\s+out|ruled\s+out)"
 _SCOPE_BREAK = r"\b(?:but|however|although|though|which|aside from|except)\b|[;:]"
 
 
@@ -230,6 +232,7 @@ class FindingLabeler:
         self._neg_post = re.compile(r"^\s*(?:" + "|".join(_NEGATION_POST) + r")\b", re.IGNORECASE)
         self._unc_post = re.compile(r"^\s*(?:" + "|".join(_UNCERTAIN_POST) + r")\b", re.IGNORECASE)
         self._break = re.compile(_SCOPE_BREAK, re.IGNORECASE)
+        self._hedged = re.compile(_HEDGED, re.IGNORECASE)
 
     @classmethod
     def chexpert(cls) -> FindingLabeler:
@@ -283,6 +286,8 @@ class FindingLabeler:
         after = sentence[end:]
         cut = self._break.search(after)
         after_clause = after[: cut.start()] if cut else after
+        if self._hedged.search(clause) or self._hedged.search(after_clause):
+            return -1
         if self._neg_pre.search(clause) or self._neg_post.search(_skip_list(after_clause)):
             return 0
         if self._unc_pre.search(clause) or self._unc_post.search(_skip_list(after_clause)):
