@@ -402,6 +402,16 @@ def test_image_scores_accept_pil_and_refuse_silent_downloads():
         image_generation_scores(images, images, feature_extractor="inception")
     with pytest.raises(ValueError, match="Nothing to compute"):
         image_generation_scores(images, images)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        image_generation_scores(
+            torch.rand(4, 3, 8, 8) * 2 - 1, torch.rand(4, 3, 8, 8), feature_extractor=_MeanStd()
+        )
+    with pytest.raises(ValueError, match="NaN"):
+        image_generation_scores(
+            torch.full((4, 3, 8, 8), float("nan")), torch.rand(4, 3, 8, 8), feature_extractor=_MeanStd()
+        )
+    with pytest.raises(ValueError, match="at least 2"):
+        image_generation_scores(torch.rand(1, 3, 8, 8), torch.rand(4, 3, 8, 8), feature_extractor=_MeanStd())
 
 
 def _tiny_clip(tmp_path):

@@ -55,6 +55,12 @@ def images_to_tensor(images, channels: int = 3) -> torch.Tensor:
     tensor = tensor.float()
     if not torch.isfinite(tensor).all():
         raise ValueError("Images contain NaN or inf values.")
+    low, high = float(tensor.min()), float(tensor.max())
+    if low < -1e-3 or high > 1 + 1e-3:
+        raise ValueError(
+            f"Float images must lie in [0, 1], got values in [{low:.3f}, {high:.3f}]; for [-1, 1] images pass "
+            "`(x + 1) / 2`, for 0..255 floats pass `x / 255` (or uint8)."
+        )
     if tensor.shape[1] == 1 and channels != 1:
         tensor = tensor.repeat(1, channels, 1, 1)
     return tensor.clamp(0.0, 1.0)
@@ -73,7 +79,8 @@ class _UInt8ToFloat(nn.Module):
             x = x.float() / 255.0
         features = self.module(x)
         if not isinstance(features, torch.Tensor):
-            features = getattr(features, "pooler_output", None) or features[0]
+            pooled = getattr(features, "pooler_output", None)
+            features = pooled if pooled is not None else features[0]
         return features.reshape(features.shape[0], -1).double()
 
 
@@ -202,9 +209,10 @@ def image_generation_scores(
         elif isinstance(feature_extractor, nn.Module):
             was_training = feature_extractor.training
             feature_extractor.eval()
-            num_features = feature_extractor(real[:1].to(_device(feature_extractor))).reshape(1, -1).shape[-1]
-            feature_extractor.train(was_training)
-            module = _UInt8ToFloat(feature_extractor.eval(), num_features)
+            num_features = _UInt8ToFloat(feature_extractor, 0)(real[:1].to(_device(feature_extractor))).shape[
+                -1
+            ]
+            module = _UInt8ToFloat(feature_extractor, num_features)
         else:
             raise TypeError(
                 f"feature_extractor must be a torch.nn.Module or 'inception', got {type(feature_extractor).__name__}."
@@ -223,6 +231,8 @@ def image_generation_scores(
         scores["fid"] = float(fid.compute())
         kid_mean, kid_std = kid.compute()
         scores["kid_mean"], scores["kid_std"] = float(kid_mean), float(kid_std)
+        if isinstance(feature_extractor, nn.Module):
+            feature_extractor.train(was_training)
     if clip_model is not None:
         if clip_processor is None or prompts is None or generated_images is None:
             raise ValueError(
