@@ -10,6 +10,8 @@ import re
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hf_meddiff.metrics import (
     MODULE_NAMES,
@@ -514,3 +516,30 @@ def test_docstring_examples_run(module):
         runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --- arbitrary text -----------------------------------------------------------------------------------------
+
+_texts = st.lists(
+    st.text(max_size=60) | st.sampled_from(["no effusion", "<answer>B</answer>", "(C)", ""]),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(predictions=_texts, data=st.data())
+def test_text_metrics_accept_any_strings(predictions, data):
+    references = data.draw(
+        st.lists(st.text(max_size=60), min_size=len(predictions), max_size=len(predictions))
+    )
+    scores = report_generation_scores(predictions, references, meteor=False)
+    assert all(math.isfinite(v) and v >= 0 for v in scores.values())
+    ce = clinical_efficacy_scores(predictions, references)
+    assert 0.0 <= ce["f1"] <= 1.0
+    assert (
+        0.0
+        <= vqa_accuracy(predictions, references, options=[["x", "y"]] * len(predictions))["accuracy"]
+        <= 1.0
+    )
+    assert grounding_scores(predictions, [[]] * len(predictions))["mean_iou"] == 0.0
