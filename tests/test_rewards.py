@@ -267,3 +267,13 @@ def test_composite_reward_sums_weighted_parts_skips_none_and_logs_each_part():
     normalised = CompositeReward({"a": (accuracy_reward, 2.0), "g": (grounding_reward, 1.0)}, normalize=True)
     assert normalised(completions, answer=["B", ""], boxes=[[GOLD[0]], []]) == [1.0, None]
     assert NamedReward(format_reward, "fmt").__name__ == "fmt"
+
+
+def test_accuracy_logs_the_parsed_answers_through_trl_log_extra():
+    logged = {}
+    accuracy_reward(
+        ["<answer>(B)</answer>", None],
+        answer=["B", "B"],
+        log_extra=lambda column, values: logged.update({column: values}),
+    )
+    assert logged == {"answer_parsed": ["(B)", "[not text]"]}

@@ -139,3 +139,21 @@ def test_model_rewards_validate_their_arguments(pipe):
         InpaintingReward(pipe, mask_ratio=(0.5, 0.2))
     with pytest.raises(ValueError, match="pipeline"):
         InpaintingReward()
+
+
+def test_text_inpainting_uses_the_row_question_for_vqa(pipe):
+    oracle = OraclePipeline(pipe)
+    calls = []
+    original_call = oracle.__call__
+
+    class Recording(OraclePipeline):
+        def __call__(self, *args, question=None, **kwargs):
+            calls.append(question)
+            return original_call(*args, **kwargs)
+
+    recording = Recording(pipe)
+    reward = InpaintingReward(recording, modality="text")
+    out = reward(
+        completions=["<answer>B</answer>", REPORT], image=[scan(0), scan(1)], question=["Which modality?", ""]
+    )
+    assert out == [1.0, 1.0] and calls == [["Which modality?", None]]

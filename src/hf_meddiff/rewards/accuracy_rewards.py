@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..metrics.vqa import score_answer
+from ..metrics.vqa import extract_answer, score_answer
 from ._utils import column, completion_text
 
 
@@ -39,7 +39,8 @@ def accuracy_reward(
         options (`list[list[str]]`, *optional*): the dataset's `options` column ([] for open / yes-no questions).
         graded (`bool`, defaults to `False`), partial_credit (`float`, defaults to `0.5`), open_metric (`"exact"` |
             `"f1"`): see above.
-        **kwargs: other dataset columns and trainer arguments, ignored.
+        **kwargs: other dataset columns and trainer arguments; when TRL passes `log_extra`, the parsed answers are
+            logged to the completions table as `answer_parsed`.
 
     Returns:
         `list[float | None]`: one reward per completion.
@@ -62,11 +63,13 @@ def accuracy_reward(
     answers = column({"answer": answer}, "answer", n, "accuracy_reward")
     option_lists = column({"options": options}, "options", n, "accuracy_reward", required=False) or [None] * n
     rewards: list[float | None] = []
+    parsed: list[str] = []
     for completion, gold, opts in zip(completions, answers, option_lists):
+        text = completion_text(completion)
+        parsed.append(extract_answer(text) if text is not None else "[not text]")
         if not isinstance(gold, str) or not gold.strip():
             rewards.append(None)
             continue
-        text = completion_text(completion)
         if text is None:
             rewards.append(0.0)
             continue
@@ -76,4 +79,7 @@ def accuracy_reward(
                 text, gold, opts, graded=graded, partial_credit=partial_credit, open_metric=open_metric
             )
         )
+    log_extra = kwargs.get("log_extra")
+    if callable(log_extra):
+        log_extra("answer_parsed", parsed)
     return rewards

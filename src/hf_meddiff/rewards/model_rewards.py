@@ -252,9 +252,10 @@ class InpaintingReward(_PipelineReward):
     - `modality="image"`: the model inpaints the masked image tokens conditioned on the text
       (`pipe(prompt=text, image_ids=..., image_keep_mask=...)`); the reward is
       `token_weight * accuracy + feature_weight * feature similarity` over the masked positions;
-    - `modality="text"`: the model infills the masked text tokens conditioned on the image
-      (`pipe(image=..., response_ids=..., response_keep_mask=...)`); the reward is the accuracy over the masked
-      positions. Texts are truncated to `max_text_tokens`.
+    - `modality="text"`: the model infills the masked text tokens conditioned on the image (and the row's
+      `question`, when there is one: VQA; otherwise the report layout) with
+      `pipe(image=..., question=..., response_ids=..., response_keep_mask=...)`; the reward is the accuracy over
+      the masked positions. Texts are truncated to `max_text_tokens`.
 
     Rows lacking one side of the pair get `None`; unreadable or empty completions 0.0.
 
@@ -329,7 +330,7 @@ class InpaintingReward(_PipelineReward):
     def __call__(self, completions: list[Any], **kwargs: Any) -> list[float | None]:
         n = len(completions)
         rewards: list[float | None] = [None] * n
-        todo, codes_list, texts = [], [], []
+        todo, codes_list, texts, questions = [], [], [], []
         for i, completion in enumerate(completions):
             codes, text, usable = self._pair(completion, kwargs, i)
             if codes is None and text is None:
@@ -342,13 +343,14 @@ class InpaintingReward(_PipelineReward):
             todo.append(i)
             codes_list.append(codes)
             texts.append(text)
+            question = self._row(kwargs.get("question"), i)
+            questions.append(question if isinstance(question, str) and question.strip() else None)
         if not todo:
             return rewards
-        scores = (
-            self._inpaint_image(codes_list, texts)
-            if self.modality == "image"
-            else self._infill_text(codes_list, texts)
-        )
+        if self.modality == "image":
+            scores = self._inpaint_image(codes_list, texts)
+        else:
+            scores = self._infill_text(codes_list, texts, questions)
         for i, score in zip(todo, scores):
             rewards[i] = float(score)
         return rewards
@@ -375,7 +377,9 @@ class InpaintingReward(_PipelineReward):
         total = self.token_weight + self.feature_weight
         return ((self.token_weight * accuracy + self.feature_weight * similarity) / total).tolist()
 
-    def _infill_text(self, codes_list: list[torch.Tensor], texts: list[str]) -> list[float]:
+    def _infill_text(
+        self, codes_list: list[torch.Tensor], texts: list[str], questions: list[str | None]
+    ) -> list[float]:
         tokenizer = self.processor.tokenizer
         eos = int(
             self.config.eos_token_id
@@ -400,6 +404,7 @@ class InpaintingReward(_PipelineReward):
         out = (
             self.pipeline(
                 image=pictures,
+                question=questions,
                 response_ids=response,
                 response_keep_mask=~masked,
                 generator=self._next_generator(),
