@@ -72,7 +72,8 @@ class MedDiffSFTConfig(TrainingArguments):
     > [!NOTE]
     > These parameters have defaults different from [`~transformers.TrainingArguments`]: `learning_rate` (3e-4),
     > `logging_steps` (10), `remove_unused_columns` (`False`, the collator needs every column),
-    > `prediction_loss_only` (`True`, no full-vocabulary logits are gathered at evaluation), `save_total_limit` (2).
+    > `prediction_loss_only` (`True`, no full-vocabulary logits are gathered at evaluation), `save_total_limit` (2),
+    > `ddp_find_unused_parameters` (`False`).
 
     Example:
 
@@ -109,6 +110,12 @@ class MedDiffSFTConfig(TrainingArguments):
     )
     save_total_limit: int | None = field(
         default=2, metadata={"help": "Keep at most this many checkpoints in `output_dir` (oldest deleted)."}
+    )
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={
+            "help": "Every MedDiff parameter takes part in the loss, so DDP need not search for unused ones."
+        },
     )
 
     # Parameters that control the data preprocessing

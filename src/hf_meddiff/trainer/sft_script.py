@@ -352,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     train_dataset, eval_dataset = load_sft_datasets(script_args)
     with training_args.main_process_first(desc="building the processor"):
         processor = build_processor(script_args, train_dataset, training_args.output_dir)
+    set_seed(training_args.seed)  # the initial weights do not depend on whether tokenizers were trained first
     model = build_model(script_args, model_args, processor)
     if eval_dataset is None and training_args.eval_strategy != "no":
         logger.warning("No eval split: evaluation is turned off.")
@@ -380,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + int(trainer.stopped_by_signal)
 
     trainer.save_model(training_args.output_dir)
+    trainer.save_state()  # trainer_state.json (log history) next to the model
     if trainer.is_world_process_zero():
         recipe = {"script": asdict(script_args), "model": asdict(model_args)}
         with open(os.path.join(training_args.output_dir, "sft_recipe.json"), "w", encoding="utf-8") as f:
