@@ -160,17 +160,30 @@ def test_description_cycle_reward_compares_the_description_with_the_prompt():
 
 
 def test_description_cycle_reward_with_a_meddiff_pipeline():
-    meddiff = pytest.importorskip("hf_meddiff.generation")
-    if not hasattr(meddiff, "MedDiffPipeline"):
-        pytest.skip("MedDiffPipeline not available yet")
-    pytest.importorskip("hf_meddiff.models.meddiff")
-    from hf_meddiff.models.meddiff import MedDiffProcessor  # noqa: F401
+    pipeline_module = pytest.importorskip("hf_meddiff.generation.pipeline_meddiff")
+    from hf_meddiff import MedDiffConfig, MedDiffForMaskedDiffusion
+    from hf_meddiff.models.meddiff.image_processing_meddiff import MedDiffImageProcessor
+    from hf_meddiff.models.meddiff.image_tokenizer_meddiff import MedDiffImageTokenizer
+    from hf_meddiff.models.meddiff.processing_meddiff import MedDiffProcessor
+    from hf_meddiff.text_tokenizer import train_text_tokenizer
 
-    builder = getattr(meddiff, "build_tiny_pipeline", None)
-    if builder is None:
-        pytest.skip("no tiny MedDiffPipeline builder exposed by hf_meddiff.generation")
-    reward = DescriptionCycleReward(builder())
-    scores = reward(torch.rand(2, 3, 32, 32), ["dermoscopy image: melanoma", "dermoscopy image: nevus"])
+    texts = ["Findings: melanoma on the trunk.", "Findings: nevus.", "Describe the findings in this image."]
+    processor = MedDiffProcessor(
+        MedDiffImageProcessor(size=32),
+        train_text_tokenizer(texts * 8, vocab_size=300),
+        image_tokenizer=MedDiffImageTokenizer.from_config_preset("tiny"),
+    )
+    model = MedDiffForMaskedDiffusion(
+        MedDiffConfig.from_preset("tiny", **processor.model_config_kwargs())
+    ).eval()
+    model.generation_config.update(gen_length=8, block_length=8)
+    pipe = pipeline_module.MedDiffPipeline(model=model, processor=processor)
+    pipe.set_progress_bar_config(disable=True)
+    reward = DescriptionCycleReward(pipe)
+    prompts = ["dermoscopy image: melanoma", "dermoscopy image: nevus"]
+    descriptions = reward.describe(torch.rand(2, 3, 32, 32))
+    assert len(descriptions) == 2 and all(isinstance(d, str) for d in descriptions)
+    scores = reward(torch.rand(2, 3, 32, 32), prompts)
     assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
 
 

@@ -7,7 +7,9 @@
 - `build_attribute_classifier` / `train_attribute_classifier`: a small multi-label image classifier
   (transformers `ResNetForImageClassification`) that recognises prompt attributes in MedPhantom
   dermoscopy-like images; trains in well under a minute on CPU and serves as the embedded reward model.
-- `pretrain_tiny_vae`: a short reconstruction run so the tiny VAE decodes to images rather than noise.
+- `pretrain_tiny_vae` / `pretrain_tiny_unet`: short training runs so the tiny VAE decodes to images and the
+  tiny UNet draws MedPhantom-like lesions (the embedded default starts from random weights).
+- `ClassifierFeatures`: the classifier's pooled backbone features, a domain feature extractor for FID/KID.
 
 Example:
 
@@ -34,11 +36,13 @@ from .constants import MODALITY_NAMES
 
 __all__ = [
     "DEFAULT_PROMPT_WORDS",
+    "ClassifierFeatures",
     "build_attribute_classifier",
     "build_tiny_clip_model",
     "build_tiny_clip_tokenizer",
     "build_tiny_stable_diffusion",
     "images_to_tensor",
+    "pretrain_tiny_unet",
     "pretrain_tiny_vae",
     "record_attributes",
     "record_caption",

@@ -275,8 +275,9 @@ def run(recipe: dict[str, Any]) -> dict[str, Any]:
     pipe = build_pipeline(pipe_section, images, captions, output_dir)
     funcs, weights, classifier = build_rewards(recipe.get("rewards", []), images, attributes, output_dir)
 
-    unique = sorted(set(captions))
     first_attrs = {c: a for c, a in zip(reversed(captions), reversed(attributes))}
+    # Prompts that name no attribute (e.g. "… image: normal") carry no reward signal for attribute rewards.
+    unique = sorted(c for c in set(captions) if first_attrs[c]) or sorted(set(captions))
     prompts = [{"prompt": c, "attributes": first_attrs[c]} for c in unique]
     trainer = MedDDPOTrainer(config, pipe, funcs, prompts=prompts, reward_weights=weights)
 
