@@ -159,16 +159,12 @@ def main() -> None:
 
     cases = load_cases(args.cases, args.seed)
     test = [c for c in cases if c["split"] == "test"]
+    all_train = [c for c in cases if c["split"] == "train"]
+    budget = max(1, round(args.keep_fraction * sum(c["diagnosis"] == args.rare for c in all_train)))
     train, kept_rare = [], 0
-    for i, c in enumerate(c for c in cases if c["split"] == "train"):
+    for c in all_train:
         if c["diagnosis"] == args.rare:
-            if kept_rare >= max(
-                1,
-                round(
-                    args.keep_fraction
-                    * sum(x["diagnosis"] == args.rare for x in cases if x["split"] == "train")
-                ),
-            ):
+            if kept_rare >= budget:
                 continue
             kept_rare += 1
         train.append(c)
