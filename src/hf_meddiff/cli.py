@@ -407,8 +407,12 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--output-dir", default=None, help="default: <model>/eval")
     p.add_argument("--trainer-state", default=None, help="trainer_state.json for loss/reward curves")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--gen-length", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--gen-length", type=int, default=None, help="report canvas (default: the model's config)")
+    p.add_argument("--steps", type=int, default=None, help="text denoising steps of reports")
+    p.add_argument("--image-steps", type=int, default=None, help="MaskGIT steps of report-to-image")
+    p.add_argument("--vqa-gen-length", type=int, default=8, help="canvas of VQA answers")
+    p.add_argument("--reasoning-gen-length", type=int, default=128, help="canvas of reasoning answers")
+    p.add_argument("--fast", action="store_true", help="Fast-dLLM path: threshold 0.9 + dual block cache")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--trust-remote-code", action="store_true")
@@ -437,6 +441,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         gen_length=args.gen_length,
         steps=args.steps,
+        image_steps=args.image_steps,
+        vqa_gen_length=args.vqa_gen_length,
+        reasoning_gen_length=args.reasoning_gen_length,
+        generation_kwargs={"threshold": 0.9, "cache_mode": "dual"} if args.fast else None,
         image_metrics=args.image_metrics,
         trainer_state=args.trainer_state,
         seed=args.seed,

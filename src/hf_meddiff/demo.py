@@ -31,9 +31,40 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Default sizes: the full demo fits in ~15 minutes on 2 CPU cores, `--quick` in about a minute.
-FULL = {"num_cases": 600, "tokenizer_steps": 300, "max_steps": None, "eval_samples": 48, "image_size": 64}
-QUICK = {"num_cases": 48, "tokenizer_steps": 20, "max_steps": 4, "eval_samples": 6, "image_size": 64}
+# Sizes come from the pretraining recipe (trainers/pretrain_embedded.yaml: MedPhantom cases and image size,
+# tokenizer preset/steps/vocabulary, training length); `--quick` replaces them with a tiny (~1 minute) setting.
+RECIPE_KEYS = {
+    "num_cases": "medphantom_num_cases",
+    "image_size": "medphantom_image_size",
+    "tokenizer_preset": "image_tokenizer_preset",
+    "tokenizer_steps": "image_tokenizer_steps",
+    "tokenizer_batch_size": "image_tokenizer_batch_size",
+    "text_vocab_size": "text_vocab_size",
+    "max_steps": "max_steps",
+}
+FALLBACK = {"num_cases": 600, "image_size": 64, "tokenizer_preset": "embedded", "tokenizer_steps": 300,
+            "tokenizer_batch_size": 32, "text_vocab_size": 1024, "max_steps": None}  # fmt: skip
+FULL_EVAL = {"eval_samples": 48, "vqa_gen_length": 8, "eval_steps": None}
+QUICK = {
+    "num_cases": 48,
+    "image_size": 32,
+    "tokenizer_preset": "tiny",
+    "tokenizer_steps": 10,
+    "tokenizer_batch_size": 16,
+    "text_vocab_size": 1024,
+    "max_steps": 4,
+    "eval_samples": 6,
+    "vqa_gen_length": 8,
+    "eval_steps": 16,
+}
+# The tiny model and short canvases of `--quick` (passed to the SFT script as overrides of the recipe).
+QUICK_SFT_ARGS = [
+    "--model_preset", "tiny",
+    "--per_device_train_batch_size", "8",
+    "--logging_steps", "1",
+    "--dataset_eval_split", "none",
+    "--report_to", "none",
+]  # fmt: skip
 DEFAULT_RECIPE = "pretrain_embedded.yaml"
 STAGES = ("data", "tokenizers", "pretraining", "evaluation")
 
@@ -51,6 +82,8 @@ class DemoOptions:
     max_steps: int | None = None
     tokenizer_steps: int | None = None
     eval_samples: int | None = None
+    vqa_gen_length: int | None = None
+    eval_steps: int | None = None
     recipe: str | None = None
     seed: int = 0
     quick: bool = False
@@ -58,10 +91,26 @@ class DemoOptions:
     extra_sft_args: list[str] = field(default_factory=list)
 
     def resolved(self, key: str) -> Any:
+        """An explicit option, else the `--quick` value, else the recipe's value, else a fallback."""
         value = getattr(self, key, None)
         if value is not None:
             return value
-        return (QUICK if self.quick else FULL)[key]
+        if self.quick:
+            return QUICK[key]
+        if key in FULL_EVAL:
+            return FULL_EVAL[key]
+        recipe = load_recipe(self.recipe)
+        return recipe.get(RECIPE_KEYS[key], FALLBACK[key])
+
+
+def load_recipe(name: str | None) -> dict[str, Any]:
+    """The pretraining recipe's settings ({} when there is no recipe file)."""
+    import yaml
+
+    path = find_recipe(name)
+    if path is None:
+        return {}
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 
 
 def _banner(index: int, name: str, text: str) -> None:
@@ -120,9 +169,12 @@ def stage_tokenizers(opts: DemoOptions, out: Path, data_path: str) -> dict[str, 
     report = fit_tokenizers(
         train,
         out / "tokenizers",
+        preset=opts.resolved("tokenizer_preset"),
         image_size=opts.resolved("image_size"),
         max_steps=opts.resolved("tokenizer_steps"),
+        batch_size=opts.resolved("tokenizer_batch_size"),
         text=True,
+        text_vocab_size=opts.resolved("text_vocab_size"),
         seed=opts.seed,
     )
     heldout = report["image_tokenizer"]["heldout"]
@@ -161,9 +213,9 @@ def stage_pretraining(opts: DemoOptions, out: Path, data_path: str, tokenizers_d
         str(model_dir),
         "--seed",
         str(opts.seed),
-        "--report_to",
-        "none",
     ]
+    if opts.quick:
+        argv += QUICK_SFT_ARGS
     max_steps = opts.resolved("max_steps")
     if max_steps is not None:
         argv += ["--max_steps", str(max_steps)]
@@ -191,6 +243,8 @@ def stage_evaluation(opts: DemoOptions, out: Path, data_path: str, model_dir: st
         output_dir=out / "eval",
         tasks=["vqa", "report", "t2i"],
         max_samples=opts.resolved("eval_samples"),
+        vqa_gen_length=opts.resolved("vqa_gen_length"),
+        steps=opts.resolved("eval_steps"),
         trainer_state=model_dir,
         seed=opts.seed,
         dataset_name="MedPhantom",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -460,7 +461,9 @@ def load_model_and_processor(
 def _pipeline(model, processor):
     from .generation import MedDiffPipeline
 
-    return MedDiffPipeline(model=model, processor=processor)
+    pipe = MedDiffPipeline(model=model, processor=processor)
+    pipe.set_progress_bar_config(disable=True)  # one bar per evaluation loop, not one per batch
+    return pipe
 
 
 def _gen_kwargs(gen_length: int | None, steps: int | None, **more) -> dict[str, Any]:
@@ -470,6 +473,26 @@ def _gen_kwargs(gen_length: int | None, steps: int | None, **more) -> dict[str, 
     if steps is not None:
         kwargs["steps"] = steps
     return kwargs
+
+
+def text_generation_overrides(
+    model, gen_length: int | None = None, steps: int | None = None, **extra: Any
+) -> dict[str, Any]:
+    """Generation-config overrides for a text canvas of `gen_length` that stay valid against the model's
+    `generation_config`: a block length that does not divide `gen_length` becomes one block, and without an
+    explicit `steps` the sampler commits one token per step (`steps = gen_length`)."""
+    overrides = {k: v for k, v in extra.items() if v is not None}
+    if gen_length is None:
+        if steps is not None:
+            overrides["steps"] = steps
+        return overrides
+    config = getattr(model, "generation_config", None)
+    block = getattr(config, "block_length", None)
+    overrides["gen_length"] = int(gen_length)
+    if block and gen_length % block:
+        overrides["block_length"] = None
+    overrides["steps"] = int(steps) if steps is not None else int(gen_length)
+    return overrides
 
 
 def _batched_text(pipe, images, questions, *, batch_size, desc, progress, **gen_kwargs) -> list[str]:
@@ -523,18 +546,18 @@ def generate_one(
     """One generation for `hf-meddiff generate`; returns the text (or where the image was saved)."""
     import torch
 
-    from .trainer.sft_collator import REPORT_PROMPT, format_question
+    from .trainer.sft_collator import format_question
 
     torch.manual_seed(seed)
     model, processor = load_model_and_processor(model_path, device, trust_remote_code)
     pipe = _pipeline(model, processor)
-    kwargs = _gen_kwargs(gen_length, steps)
     if task == "image":
         picture = pipe(prompt=prompt, **_gen_kwargs(None, None, image_steps=steps)).images[0]
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         picture.save(output)
         return f"saved {output}"
-    text_question = format_question(question, options) if task == "vqa" else REPORT_PROMPT
+    kwargs = text_generation_overrides(model, gen_length, steps)
+    text_question = format_question(question, options) if task == "vqa" else None  # None: report instruction
     text = pipe(image=_open_image(image), question=text_question, **kwargs).text
     return text if isinstance(text, str) else text[0]
 
@@ -612,9 +635,13 @@ def evaluate_model(
     batch_size: int = 8,
     gen_length: int | None = None,
     steps: int | None = None,
-    reasoning_gen_length: int | None = None,
+    image_steps: int | None = None,
+    vqa_gen_length: int | None = 8,
+    reasoning_gen_length: int | None = 128,
+    reasoning_style: str = "think_before",
     image_metrics: bool = False,
     trainer_state: str | os.PathLike | None = None,
+    generation_kwargs: Mapping[str, Any] | None = None,
     grid_size: int = 8,
     seed: int = 0,
     device: str | None = None,
@@ -632,6 +659,12 @@ def evaluate_model(
             `<think>` rationales; scored for accuracy and, when boxes are generated, grounding), `t2i`
             (report -> image grid, image metrics with `image_metrics=True`).
         max_samples: evaluate the first `max_samples` rows.
+        gen_length / steps: report canvas and denoising steps (default: the model's generation config).
+        image_steps: MaskGIT steps of report-to-image (default: the model's generation config).
+        vqa_gen_length: canvas of VQA answers (a letter and `<|eos|>` padding; 8 as in the embedded recipe).
+        reasoning_gen_length: canvas of reasoning answers (`<think>` rationale + `<answer>`).
+        generation_kwargs: other `MedDiffGenerationConfig` overrides for every text task, e.g.
+            `{"threshold": 0.9, "cache_mode": "dual"}` (the Fast-dLLM path).
         trainer_state: a `trainer_state.json` (or a folder with one) for the loss / reward curves; by default
             the model folder's, when there is one.
 
@@ -641,7 +674,7 @@ def evaluate_model(
     """
     import torch
 
-    from .trainer.sft_collator import REPORT_PROMPT, format_question
+    from .trainer.sft_collator import format_question
 
     unknown = [t for t in tasks if t not in EVAL_TASKS]
     if unknown:
@@ -673,7 +706,7 @@ def evaluate_model(
     }
     files: dict[str, str] = {}
     predictions_log: list[dict[str, Any]] = []
-    text_kwargs = _gen_kwargs(gen_length, steps)
+    extra = dict(generation_kwargs or {})
 
     has_question = [bool(q) for q in rows["question"]] if "question" in rows.column_names else []
     qa_rows = rows.select([i for i, ok in enumerate(has_question) if ok]) if any(has_question) else None
@@ -684,6 +717,7 @@ def evaluate_model(
     if "vqa" in tasks and qa_rows is not None:
         torch.manual_seed(seed)
         questions = [format_question(q, o) for q, o in zip(qa_rows["question"], qa_rows["options"])]
+        kwargs = text_generation_overrides(model, vqa_gen_length, None, **extra)
         vqa_predictions = _batched_text(
             pipe,
             qa_rows["image"],
@@ -691,7 +725,7 @@ def evaluate_model(
             batch_size=batch_size,
             desc="VQA",
             progress=progress,
-            **text_kwargs,
+            **kwargs,
         )
         summary["vqa"], scores = _vqa_section(qa_rows, vqa_predictions)
         for i, (pred, score) in enumerate(zip(vqa_predictions, scores)):
@@ -716,8 +750,11 @@ def evaluate_model(
     reasoning_predictions: list[str] | None = None
     if "reasoning" in tasks and qa_rows is not None:
         torch.manual_seed(seed)
-        questions = [format_question(q, o) for q, o in zip(qa_rows["question"], qa_rows["options"])]
-        kwargs = _gen_kwargs(reasoning_gen_length or gen_length or 128, steps)
+        questions = [
+            format_question(q, o, style=reasoning_style)
+            for q, o in zip(qa_rows["question"], qa_rows["options"])
+        ]
+        kwargs = text_generation_overrides(model, reasoning_gen_length, None, **extra)
         reasoning_predictions = _batched_text(
             pipe,
             qa_rows["image"],
@@ -776,11 +813,11 @@ def evaluate_model(
         from .metrics import clinical_efficacy_scores, report_generation_scores
 
         torch.manual_seed(seed)
-        kwargs = _gen_kwargs(gen_length, steps)
+        kwargs = text_generation_overrides(model, gen_length, steps, **extra)
         report_predictions = _batched_text(
             pipe,
             report_rows["image"],
-            [REPORT_PROMPT] * len(report_rows),
+            [None] * len(report_rows),  # no question: the processor's report instruction, as in training
             batch_size=batch_size,
             desc="Reports",
             progress=progress,
@@ -812,16 +849,16 @@ def evaluate_model(
             batch_size=batch_size,
             desc="Report-to-image",
             progress=progress,
-            **_gen_kwargs(None, None, image_steps=steps),
+            **_gen_kwargs(None, None, image_steps=image_steps),
         )
         n = min(grid_size, count)
         real = list(report_rows["image"][:n])
-        titles = [_short(p, 60) for p in prompts[:n]]
+        titles = [textwrap.shorten(p, 70, placeholder="…") for p in prompts[:n]]
         files["t2i_grid"] = str(
             plot_image_grid(
                 real + list(generated_images[:n]),
                 out / "t2i_grid.png",
-                titles=[f"reference: {t}" for t in titles] + ["generated"] * n,
+                titles=[textwrap.fill(t, 28) for t in titles] + ["generated"] * n,
                 columns=n,
                 suptitle="report-to-image: reference images (top) and images generated from their reports (bottom)",
             )
