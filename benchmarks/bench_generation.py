@@ -2,7 +2,8 @@
 
 One run, one machine, one process:
 
-1. **Quality model.** A MedDiff model of the `embedded` size is trained briefly (a few hundred steps, CPU) on
+1. **Quality model.** A small MedDiff model (hidden 128, 4 layers, ~1M parameters; `--hidden-size` etc. change it)
+   is trained briefly (a few hundred steps, CPU) on
    MedPhantom cases (`hf_meddiff.data.make_phantom_dataset`): multiple-choice VQA (response `"C. ultrasound"`)
    and report writing (response = the report), responses padded with EOS to `--gen-length` as in LLaDA SFT.
    Images enter as 8 x 8 tokens of a pooled-intensity quantiser (mean grey level x colour, 64 codes) that stands
@@ -94,18 +95,35 @@ def build_examples(ds, tokenizer, offset: int) -> tuple[list[Example], list[Exam
     return vqa, reports
 
 
-def training_batch(examples: list[Example], gen_length: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch; the response is the answer, EOS, then EOS padding to `gen_length` (LLaDA SFT)."""
-    rows, labels = [], []
+def training_batch(
+    examples: list[Example], gen_length: int, rng: np.random.Generator, eos_targets: int = 16
+) -> dict[str, torch.Tensor]:
+    """Right-padded batch; the response is the answer, EOS, then EOS padding to `gen_length` (LLaDA SFT).
+
+    Every response position is masked with probability t ~ U(1e-3, 1) as in LLaDA, but only the answer, its EOS and
+    `eos_targets` random padding positions carry a loss: an unbiased subsample of the EOS-padding terms that keeps
+    a 5-token answer from being drowned by 250 padding targets in a few hundred steps of training.
+    """
+    rows, labels, noise = [], [], []
     for ex in examples:
         response = (ex.response + [EOS] * gen_length)[:gen_length]
+        content = min(len(ex.response) + 1, gen_length)
+        padding = np.arange(content, gen_length)
+        scored = set(range(content)) | set(
+            rng.choice(padding, min(eos_targets, len(padding)), replace=False).tolist()
+        )
+        t = 1e-3 + (1 - 1e-3) * rng.random()
         rows.append(ex.prompt + response)
-        labels.append([-100] * len(ex.prompt) + response)
+        labels.append(
+            [-100] * len(ex.prompt) + [tok if i in scored else -100 for i, tok in enumerate(response)]
+        )
+        noise.append([False] * len(ex.prompt) + (rng.random(gen_length) < t).tolist())
     width = max(map(len, rows))
     ids = torch.tensor([r + [PAD] * (width - len(r)) for r in rows])
     lab = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
+    noise_mask = torch.tensor([r + [False] * (width - len(r)) for r in noise])
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-    return {"input_ids": ids, "labels": lab, "attention_mask": mask}
+    return {"input_ids": ids, "labels": lab, "attention_mask": mask, "noise_mask": noise_mask}
 
 
 def left_padded(prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,19 +139,20 @@ def train(model, vqa, reports, steps: int, batch_size: int, gen_length: int, see
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * s / steps))
     )
-    generator = torch.Generator().manual_seed(seed)
     model.train()
     losses = []
     for _ in range(steps):
         picks = [vqa[i] for i in rng.integers(0, len(vqa), batch_size // 2)]
         picks += [reports[i] for i in rng.integers(0, len(reports), batch_size - batch_size // 2)]
-        loss = model(**training_batch(picks, gen_length), return_logits=False, generator=generator).loss
+        loss = model(**training_batch(picks, gen_length, rng), return_logits=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
-        losses.append(float(loss))
+        losses.append(loss.item())
+        if len(losses) % 50 == 0:
+            print(f"  step {len(losses)}/{steps}: loss {np.mean(losses[-50:]):.3f}", flush=True)
     model.eval()
     return losses
 
@@ -263,12 +282,15 @@ def vqa_quality(model, examples, gen_length, block_length, threshold, cache_mode
 
 
 @torch.no_grad()
-def image_speed(base: MedDiffConfig, num_images: int, image_steps: int, cfg_scale: float, grid: int):
+def image_speed(
+    base: MedDiffConfig, num_images: int, image_steps: int, cfg_scale: float, grid: int, size: dict
+):
     config = MedDiffConfig.from_preset(
         "embedded",
         text_vocab_size=base.text_vocab_size,
         image_codebook_size=base.image_codebook_size,
         image_grid_size=grid,
+        **size,
     )
     model = MedDiffForMaskedDiffusion(config).eval()
     prompt = [BOS, T2I, USER, *range(30, 60), ASSISTANT]
@@ -308,11 +330,16 @@ def main() -> None:
     parser.add_argument("--block-length", type=int, default=32)
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--cache-mode", default="dual", choices=["none", "prefix", "dual"])
-    parser.add_argument("--train-steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--hidden-size", type=int, default=128)
+    parser.add_argument("--intermediate-size", type=int, default=384)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--kv-heads", type=int, default=2)
+    parser.add_argument("--train-steps", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-cases", type=int, default=1200)
     parser.add_argument("--num-speed-prompts", type=int, default=3)
-    parser.add_argument("--num-eval", type=int, default=96)
+    parser.add_argument("--num-eval", type=int, default=64)
     parser.add_argument("--num-images", type=int, default=4)
     parser.add_argument("--image-steps", type=int, default=12)
     parser.add_argument("--image-grid", type=int, default=16)
@@ -335,8 +362,15 @@ def main() -> None:
     t0 = time.perf_counter()
     ds = make_phantom_dataset(args.num_cases, seed=args.seed, image_size=64)
     tokenizer = train_text_tokenizer(ds, vocab_size=600)
+    size = {
+        "hidden_size": args.hidden_size,
+        "intermediate_size": args.intermediate_size,
+        "num_hidden_layers": args.layers,
+        "num_attention_heads": args.heads,
+        "num_key_value_heads": args.kv_heads,
+    }
     config = MedDiffConfig.from_preset(
-        "embedded", text_vocab_size=len(tokenizer), image_codebook_size=IMAGE_CODES, image_grid_size=8
+        "embedded", text_vocab_size=len(tokenizer), image_codebook_size=IMAGE_CODES, image_grid_size=8, **size
     )
     model = MedDiffForMaskedDiffusion(config)
     train_rows = ds.filter(lambda s: s != "test", input_columns="split")
@@ -358,7 +392,7 @@ def main() -> None:
     quality = vqa_quality(
         model, test_vqa, args.gen_length, args.block_length, args.threshold, args.cache_mode, 16, tokenizer
     )
-    images = image_speed(config, args.num_images, args.image_steps, args.cfg_scale, args.image_grid)
+    images = image_speed(config, args.num_images, args.image_steps, args.cfg_scale, args.image_grid, size)
 
     fast, vanilla, ar = speed["fast"], speed["vanilla"], speed["autoregressive_kv_cache"]
     figures = {
