@@ -1,0 +1,145 @@
+"""`hf-meddiff demo --quick` end to end, then `evaluate` and `generate` on the model it trained.
+
+One small pretraining run is shared by the tests of this module (it is the expensive part).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from hf_meddiff import cli
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run faster on one thread when the 2 cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    argv = ["demo", "--quick", "--output-dir", str(out), "--num-cases", "40", "--tokenizer-steps", "3"]
+    argv += ["--max-steps", "2", "--eval-samples", "4"]
+    torch.set_num_threads(1)
+    code = cli.main(argv)
+    return code, out
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_every_stage_and_writes_the_table(demo_run, capsys):
+    code, out = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert code == 0, summary
+    assert [s["status"] for s in summary["stages"].values()] == ["done"] * 4
+    assert (out / "data" / "data.parquet").is_file()
+    report = json.loads((out / "tokenizers" / "tokenizer_report.json").read_text())
+    assert 0 < report["image_tokenizer"]["heldout"]["mse"] < 1
+    assert (out / "tokenizers" / "text_tokenizer" / "tokenizer.json").is_file()
+    assert (out / "model" / "model.safetensors").is_file()
+    assert (out / "model" / "image_tokenizer" / "config.json").is_file()
+
+    results = json.loads((out / "eval" / "results.json").read_text())
+    assert results["dataset"]["split"] == "test"
+    assert 0 <= results["vqa"]["accuracy"] <= 1 and results["vqa"]["chance"] == pytest.approx(0.25)
+    assert set(results["vqa"]["per_modality"]) <= {
+        "ct",
+        "mri",
+        "xray",
+        "ultrasound",
+        "dermoscopy",
+        "fundus",
+        "oct",
+        "microscopy",
+    }
+    assert {"bleu_1", "rouge_l", "cider", "clinical_efficacy"} <= set(results["report"])
+    markdown = (out / "eval" / "results.md").read_text()
+    assert (
+        "| Visual question answering | Accuracy |" in markdown
+        and "BLEU-1" in markdown
+        and "ROUGE-L" in markdown
+    )
+    for name in ("t2i_grid.png", "vqa_examples.png", "training_curves.png"):
+        with Image.open(out / "eval" / name) as image:
+            assert image.size[0] > 200
+    lines = (out / "eval" / "predictions.jsonl").read_text().splitlines()
+    assert {json.loads(line)["task"] for line in lines} == {"vqa", "report"}
+
+
+@pytest.mark.slow
+def test_evaluate_command_on_the_trained_model(demo_run, tmp_path, capsys):
+    _, out = demo_run
+    target = tmp_path / "eval"
+    argv = ["evaluate", "--model", str(out / "model"), "--data", str(out / "data"), "--split", "test"]
+    argv += ["--max-samples", "2", "--tasks", "vqa,reasoning,report,t2i", "--output-dir", str(target)]
+    argv += ["--reasoning-gen-length", "16", "--steps", "8", "--image-steps", "4", "--batch-size", "2"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| Visual question answering | Accuracy |" in printed
+    results = json.loads((target / "results.json").read_text())
+    assert {"vqa", "reasoning", "report", "image"} <= set(results)
+    assert results["dataset"]["num_samples"] == 2
+    assert (target / "training_curves.png").is_file()  # found the model folder's trainer_state.json
+    assert (target / "t2i_grid.png").is_file()
+
+
+@pytest.mark.slow
+def test_generate_command_answers_reports_and_draws(demo_run, tmp_path, capsys):
+    _, out = demo_run
+    image = tmp_path / "scan.png"
+    Image.new("L", (32, 32), 80).save(image)
+    model = str(out / "model")
+    assert (
+        cli.main(
+            [
+                "generate",
+                "--model",
+                model,
+                "--image",
+                str(image),
+                "--question",
+                "Which modality?",
+                "--options",
+                "CT",
+                "MRI",
+                "--gen-length",
+                "8",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.endswith("\n")
+    assert (
+        cli.main(
+            ["generate", "--model", model, "--image", str(image), "--task", "report", "--gen-length", "8"]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    picture = tmp_path / "drawn.png"
+    assert (
+        cli.main(
+            [
+                "generate",
+                "--model",
+                model,
+                "--prompt",
+                "Findings: round lesion.",
+                "--output",
+                str(picture),
+                "--steps",
+                "4",
+            ]
+        )
+        == 0
+    )
+    assert f"saved {picture}" in capsys.readouterr().out
+    with Image.open(picture) as drawn:
+        assert drawn.size == (32, 32)
