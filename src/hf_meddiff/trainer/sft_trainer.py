@@ -14,6 +14,7 @@ The trainer adds to the base `Trainer`:
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import threading
@@ -252,6 +253,13 @@ class MedDiffSFTTrainer(Trainer):
                 use_gradient_checkpointing=args.gradient_checkpointing,
                 gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
             )
+        if getattr(peft_config, "task_type", None) in ("CAUSAL_LM", "SEQ_2_SEQ_LM") and not hasattr(
+            model, "prepare_inputs_for_generation"
+        ):
+            # TRL's ModelConfig defaults to CAUSAL_LM, whose PEFT wrapper expects an autoregressive model;
+            # MedDiff samples with its own `generate`, so the generic PeftModel fits.
+            peft_config = copy.copy(peft_config)
+            peft_config.task_type = None
         return get_peft_model(model, peft_config)
 
     def _prepare_dataset(
