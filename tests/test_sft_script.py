@@ -82,3 +82,77 @@ def test_tiny_medphantom_run_trains_saves_and_resumes(tmp_path):
     assert (lora_out / "adapter_model.safetensors").is_file() and not (
         lora_out / "model.safetensors"
     ).exists()
+
+
+def _iu_xray_fixture(root: Path, num_studies: int = 10) -> None:
+    """IU X-Ray in R2Gen's native layout: annotation.json + images/<id>/{0,1}.png."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    splits: dict[str, list] = {"train": [], "val": [], "test": []}
+    for i in range(num_studies):
+        split = "train" if i < num_studies - 2 else ("val" if i == num_studies - 2 else "test")
+        study = f"CXR{i}_IM-{i:04d}"
+        paths = [f"{study}/0.png", f"{study}/1.png"]
+        for path in paths:
+            (root / "images" / study).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(root / "images" / path)
+        side = "left" if i % 2 else "right"
+        report = f"The heart size is normal. There is a small opacity in the {side} lung. No effusion."
+        splits[split].append({"id": study, "report": report, "image_path": paths, "split": split})
+    (root / "annotation.json").write_text(json.dumps(splits))
+
+
+@pytest.fixture
+def tiny_base(tmp_path):
+    """A saved tiny MedDiff model + processor (the `model_name_or_path` / `processor_path` of fine-tuning)."""
+    from hf_meddiff import MedDiffConfig, MedDiffForMaskedDiffusion
+    from hf_meddiff.data import make_phantom_dataset
+    from hf_meddiff.models.meddiff import MedDiffImageProcessor, MedDiffImageTokenizer, MedDiffProcessor
+    from hf_meddiff.text_tokenizer import train_text_tokenizer
+
+    torch.manual_seed(0)
+    texts = (
+        list(make_phantom_dataset(24, image_size=32)["report"])
+        + ["The heart size is normal. No effusion."] * 20
+    )
+    processor = MedDiffProcessor(
+        MedDiffImageProcessor(size=32),
+        train_text_tokenizer(texts, vocab_size=600),
+        image_tokenizer=MedDiffImageTokenizer.from_config_preset("tiny"),
+    )
+    model = MedDiffForMaskedDiffusion(MedDiffConfig.from_preset("tiny", **processor.model_config_kwargs()))
+    base = tmp_path / "base"
+    model.save_pretrained(base)
+    processor.save_pretrained(base)
+    return base
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["lora_iu_xray.yaml", "qlora_vqa_rad.yaml"])
+def test_lora_and_qlora_recipes_fine_tune_on_native_iu_xray_files(recipe, tiny_base, tmp_path):
+    if recipe.startswith("qlora"):
+        pytest.importorskip("bitsandbytes")
+    data = tmp_path / "iu_xray"
+    _iu_xray_fixture(data)
+    out = tmp_path / "adapters"
+    argv = [
+        "--config", str(REPO / "trainers" / recipe), "--output_dir", str(out), "--report_to", "none",
+        "--dataset_name", "iu_xray", "--dataset_path", str(data), "--dataset_eval_split", "validation",
+        "--model_name_or_path", str(tiny_base), "--processor_path", str(tiny_base),
+        "--tasks", "report", "t2i", "--response_length_per_task", '{"report": 48}',
+        "--max_steps", "2", "--per_device_train_batch_size", "4", "--save_strategy", "no", "--use_cpu", "true",
+        "--lora_target_modules", "q_proj", "v_proj",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["train"]["examples_per_task"] == {"report": 8, "t2i": 8}
+
+    from peft import PeftModel
+
+    from hf_meddiff import MedDiffForMaskedDiffusion
+
+    model = PeftModel.from_pretrained(MedDiffForMaskedDiffusion.from_pretrained(tiny_base), out)
+    assert any("lora_A" in name for name, _ in model.named_parameters())
