@@ -147,3 +147,41 @@ def test_yaml_config_supplies_defaults_and_rejects_unknown_keys(tmp_path, capsys
     assert cli.main(["evaluate", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'not_an_option'" in err and str(config) in err
+
+
+def _iu_xray_folder(root, report="Heart size is normal. No pleural effusion."):
+    from PIL import Image
+
+    (root / "images" / "CXR1").mkdir(parents=True)
+    Image.new("L", (40, 40), 90).save(root / "images" / "CXR1" / "0.png")
+    annotation = {"train": [{"id": "CXR1", "report": report, "image_path": ["CXR1/0.png"], "split": "train"}]}
+    (root / "annotation.json").write_text(json.dumps(annotation))
+    return root
+
+
+def test_data_convert_iu_xray_to_canonical(tmp_path, capsys):
+    src = _iu_xray_folder(tmp_path / "iu")
+    out = tmp_path / "canonical"
+    assert (
+        cli.main(["data", "convert", "iu_xray", "--input", str(src), "--output-dir", str(out), "--check-phi"])
+        == 0
+    )
+    assert "Converted 1 records of iu_xray" in capsys.readouterr().out
+    assert cli.main(["data", "inspect", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["counts"]["source"] == {"iu_xray": 1} and summary["counts"]["modality"] == {"xray": 1}
+
+
+def test_data_convert_refuses_phi_and_missing_input(tmp_path, capsys):
+    src = _iu_xray_folder(tmp_path / "iu", report="Patient's Name: DOE^JOHN. Heart size is normal.")
+    out = tmp_path / "canonical"
+    assert (
+        cli.main(["data", "convert", "iu_xray", "--input", str(src), "--output-dir", str(out), "--check-phi"])
+        == 2
+    )
+    assert "PHI" in capsys.readouterr().err and not out.exists()
+    assert (
+        cli.main(["data", "convert", "slake", "--input", str(tmp_path / "nope"), "--output-dir", str(out)])
+        == 2
+    )
+    assert "no such file" in capsys.readouterr().err

@@ -249,9 +249,20 @@ def _run_data_convert(args: argparse.Namespace) -> int:
     if not Path(args.input).exists():
         raise CLIError(f"--input {args.input}: no such file or folder.")
     ds = loader(args.input)
+    if hasattr(ds, "keys") and not hasattr(
+        ds, "column_names"
+    ):  # a DatasetDict: one table with a split column
+        from .evaluation import _as_single_dataset
+
+        ds = _as_single_dataset(ds)
     if args.check_phi:
         check_no_phi = require("hf_meddiff.data", "check_no_phi", what="--check-phi")
-        check_no_phi(ds)
+        try:
+            check_no_phi(ds)
+        except ValueError as err:
+            raise CLIError(
+                f"{args.input}: refusing to save, the data looks like it carries PHI: {err}"
+            ) from err
     out = save_canonical(ds, args.output_dir, fmt=args.format)
     print(f"Converted {len(ds)} records of {args.source} to {out}")
     return 0
