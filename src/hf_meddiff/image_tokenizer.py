@@ -129,8 +129,12 @@ def train_image_tokenizer(
     Example:
 
     ```python
-    >>> from hf_meddiff.data import MedPhantom  # doctest: +SKIP
-    >>> tok, stats = train_image_tokenizer([case["image"] for case in cases], preset="embedded", steps=300)
+    >>> from hf_meddiff.data import make_phantom_dataset
+    >>> cases = make_phantom_dataset(64, seed=0, image_size=64)
+    >>> tok, stats = train_image_tokenizer(cases, preset="embedded", steps=3, batch_size=8, progress=False)
+    >>> tok.grid_size, tok.codebook_size, 0.0 <= stats["codebook_usage"] <= 1.0
+    (8, 256, True)
+
     ```
     """
     torch.manual_seed(seed)

@@ -181,6 +181,7 @@ def dicom_to_array(
     >>> arr = dicom_to_array(get_testdata_file("CT_small.dcm"), window="abdomen")
     >>> arr.shape, arr.dtype, float(arr.min()) >= 0.0, float(arr.max()) <= 1.0
     ((128, 128), dtype('float32'), True, True)
+
     ```
     """
     pydicom = _import_pydicom()
@@ -262,6 +263,7 @@ def nifti_to_array(
     >>> path = os.path.join(os.path.dirname(nibabel.__file__), "tests", "data", "anatomical.nii")
     >>> nifti_to_array(path).shape  # volume (33, 41, 25): middle axial slice, rotated for display
     (41, 33)
+
     ```
     """
     try:
@@ -503,6 +505,7 @@ def load_medical_image(
     >>> image = load_medical_image(get_testdata_file("CT_small.dcm"), window="soft_tissue")
     >>> image.mode, image.size
     ('L', (128, 128))
+
     ```
     """
     array = medical_image_to_array(
@@ -543,6 +546,7 @@ class MedDiffImageProcessor(BaseImageProcessor):
     torch.Size([1, 3, 64, 64])
     >>> processor.postprocess(batch["pixel_values"])[0].mode
     'L'
+
     ```
     """
 

@@ -81,6 +81,7 @@ class MedDiffImageTokenizer(nn.Module):
     (torch.Size([2, 16]), 4, 64)
     >>> tok.decode(ids).shape
     torch.Size([2, 3, 32, 32])
+
     ```
     """
 

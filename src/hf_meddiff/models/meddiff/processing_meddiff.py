@@ -83,6 +83,7 @@ class MedDiffProcessor(ProcessorMixin):
     ...                   options=[["CT", "MRI"]], responses=["A"], task="vqa")
     >>> batch["input_ids"].shape[0], int(batch["task_ids"][0])
     (1, 0)
+
     ```
     """
 
