@@ -270,6 +270,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path):
     assert full.stat_tracker.get_stats() == resumed.stat_tracker.get_stats()
 
 
+@pytest.mark.slow
 def test_supervised_stage_lowers_the_denoising_loss_and_trains_only_lora(tmp_path):
     pipe = build_tiny_stable_diffusion(seed=0)
     trainer = MedDDPOTrainer(tiny_config(tmp_path), pipe, brightness, prompts=PROMPTS)

@@ -187,6 +187,7 @@ def test_description_cycle_reward_with_a_meddiff_pipeline():
     assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
 
 
+@pytest.mark.slow
 def test_embedded_attribute_classifier_learns_phantom_attributes():
     data = pytest.importorskip("hf_meddiff.data")
     from hf_meddiff.ddpo_tiny import images_to_tensor
