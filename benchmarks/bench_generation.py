@@ -4,7 +4,8 @@ One run, one machine, one process:
 
 1. **Quality model.** A small MedDiff model (hidden 128, 4 layers, ~1M parameters; `--hidden-size` etc. change it)
    is trained briefly (a few hundred steps, CPU) on
-   MedPhantom cases (`hf_meddiff.data.make_phantom_dataset`): multiple-choice VQA (response `"C. ultrasound"`)
+   MedPhantom cases (`hf_meddiff.data.make_phantom_dataset`): multiple-choice VQA (response: the correct option's
+   text, e.g. `"ultrasound"`; accuracy = exact match)
    and report writing (response = the report), responses padded with EOS to `--gen-length` as in LLaDA SFT.
    Images enter as 8 x 8 tokens of a pooled-intensity quantiser (mean grey level x colour, 64 codes) that stands
    in for a trained VQ tokenizer, so the benchmark needs no image-tokenizer training.
@@ -75,7 +76,7 @@ def image_codes(image, grid: int = 8) -> list[int]:
 class Example:
     prompt: list[int]
     response: list[int]  # without EOS padding
-    answer: str = ""  # VQA letter
+    answer: str = ""  # VQA: the correct option text
 
 
 def build_examples(ds, tokenizer, offset: int) -> tuple[list[Example], list[Example]]:
@@ -85,10 +86,9 @@ def build_examples(ds, tokenizer, offset: int) -> tuple[list[Example], list[Exam
         head = [BOS, MMU, SOI, *image, EOI, USER]
         options = " ".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(row["options"]))
         question = tokenizer(f"{row['question']} Options: {options}", add_special_tokens=False)["input_ids"]
-        letter = row["answer"]
-        answer_text = f"{letter}. {row['options'][LETTERS.index(letter)]}"
-        answer = tokenizer(answer_text, add_special_tokens=False)["input_ids"]
-        vqa.append(Example(head + question + [ASSISTANT], answer, letter))
+        correct = row["options"][LETTERS.index(row["answer"])]
+        answer = tokenizer(correct, add_special_tokens=False)["input_ids"]
+        vqa.append(Example(head + question + [ASSISTANT], answer, correct))
         ask = tokenizer(REPORT_QUESTION, add_special_tokens=False)["input_ids"]
         report = tokenizer(row["report"], add_special_tokens=False)["input_ids"]
         reports.append(Example(head + ask + [ASSISTANT], report))
@@ -259,7 +259,7 @@ def ar_speed(config: MedDiffConfig, prompts, gen_length):
 
 @torch.no_grad()
 def vqa_quality(model, examples, gen_length, block_length, threshold, cache_mode, batch_size, tokenizer):
-    """Accuracy (first letter of the answer) and exact output agreement, vanilla vs fast, batched."""
+    """Accuracy (the answer equals the correct option's text) and exact output agreement, vanilla vs fast."""
     outputs = {"vanilla": [], "fast": []}
     options = {"vanilla": {}, "fast": {"threshold": threshold, "cache_mode": cache_mode}}
     for start in range(0, len(examples), batch_size):
@@ -272,7 +272,7 @@ def vqa_quality(model, examples, gen_length, block_length, threshold, cache_mode
     for name, parts in outputs.items():
         sequences = torch.cat(parts)
         texts = tokenizer.batch_decode(sequences, skip_special_tokens=True)
-        correct = [t.strip()[:1] == ex.answer for t, ex in zip(texts, examples)]
+        correct = [t.strip().lower() == ex.answer.lower() for t, ex in zip(texts, examples)]
         result[name] = {"accuracy": 100.0 * sum(correct) / len(examples), "sample": texts[0]}
         result[name]["sequences"] = sequences
     agree = (result["vanilla"].pop("sequences") == result["fast"].pop("sequences")).all(1).float().mean()

@@ -29,8 +29,11 @@ from .tokens_meddiff import (
     BOS_TOKEN,
     DEFAULT_TOKEN_IDS,
     EOI_TOKEN,
+    EOS_TOKEN,
+    MASK_TOKEN,
     PAD_TOKEN,
     SOI_TOKEN,
+    SPECIAL_TOKENS,
     TASK_TOKENS,
     USER_TOKEN,
 )
@@ -700,12 +703,14 @@ class MedDiffGenerationMixin:
         return sequences
 
     def _text_banned_ids(self, config: MedDiffGenerationConfig) -> torch.BoolTensor:
-        """Vocabulary ids a text response never contains: the image codebook, [MASK], pad, bos, and the image and
-        task markers (the response ends with EOS, which stays allowed)."""
+        """Vocabulary ids a text response never contains: the image codebook and every special token of the
+        unified vocabulary but `<|eos|>` ([MASK], pad, bos, unk, image and task markers, chat roles). The text tags
+        (`<think>`, `<answer>`, `<box>`, ...) stay allowed."""
         banned = torch.zeros(int(self.config.vocab_size), dtype=torch.bool)
         offset = int(self.config.image_token_offset)
         banned[offset : offset + int(self.config.image_codebook_size)] = True
         banned[config.mask_token_id] = True
+        special = set()
         for name in (
             "pad_token_id",
             "bos_token_id",
@@ -714,9 +719,16 @@ class MedDiffGenerationMixin:
             "mmu_token_id",
             "t2i_token_id",
         ):
-            token_id = getattr(self.config, name, None)
-            if token_id is not None and token_id != config.eos_token_id:
-                banned[int(token_id)] = True
+            if getattr(self.config, name, None) is not None:
+                special.add(int(getattr(self.config, name)))
+        if (
+            config.mask_token_id == DEFAULT_TOKEN_IDS[MASK_TOKEN]
+            and config.eos_token_id == DEFAULT_TOKEN_IDS[EOS_TOKEN]
+        ):
+            # the hf-meddiff layout (specials at ids 0..): also unk and the chat roles
+            special |= {DEFAULT_TOKEN_IDS[token] for token in SPECIAL_TOKENS}
+        special.discard(config.eos_token_id)
+        banned[sorted(i for i in special if 0 <= i < banned.numel())] = True
         return banned
 
     @staticmethod
