@@ -143,3 +143,38 @@ def test_generate_command_answers_reports_and_draws(demo_run, tmp_path, capsys):
     assert f"saved {picture}" in capsys.readouterr().out
     with Image.open(picture) as drawn:
         assert drawn.size == (32, 32)
+
+
+def test_demo_says_plainly_which_stage_is_not_available(tmp_path, monkeypatch, capsys):
+    import importlib
+
+    from hf_meddiff.demo import DemoOptions, run_demo
+
+    real_import = importlib.import_module
+
+    def without_sft_script(name, *args, **kwargs):
+        if name == "hf_meddiff.trainer.sft_script":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", without_sft_script)
+    options = DemoOptions(
+        output_dir=str(tmp_path), quick=True, num_cases=8, stages=("data", "pretraining", "evaluation")
+    )
+    summary = run_demo(options)
+    stages = summary["stages"]
+    assert stages["data"]["status"] == "done" and stages["tokenizers"]["status"] == "skipped"
+    assert stages["pretraining"] == {
+        "status": "not available",
+        "needs": "hf_meddiff.trainer.sft_script (the SFT recipe runner)",
+    }
+    assert stages["evaluation"]["status"] == "skipped"
+    assert summary["ok"] is False
+    printed = capsys.readouterr().out
+    assert (
+        "not available yet in this installation of hf-meddiff: needs hf_meddiff.trainer.sft_script" in printed
+    )
+    assert (
+        json.loads((tmp_path / "summary.json").read_text())["stages"]["pretraining"]["status"]
+        == "not available"
+    )

@@ -279,15 +279,15 @@ def run_demo(opts: DemoOptions | None = None) -> dict[str, Any]:
         "data": ("make MedPhantom cases", lambda: stage_data(opts, out)),
         "tokenizers": (
             "fit the VQ image tokenizer and the text tokenizer",
-            lambda: stage_tokenizers(opts, out, context["data"]),
+            lambda: stage_tokenizers(opts, out, context.get("data", "")),
         ),
         "pretraining": (
             "masked-diffusion pretraining of the embedded model",
-            lambda: stage_pretraining(opts, out, context["data"], context["tokenizers"]),
+            lambda: stage_pretraining(opts, out, context.get("data", ""), context.get("tokenizers", "")),
         ),
         "evaluation": (
             "evaluate on the test split",
-            lambda: stage_evaluation(opts, out, context["data"], context["model"]),
+            lambda: stage_evaluation(opts, out, context.get("data", ""), context.get("model", "")),
         ),
     }
     blocked: str | None = None
