@@ -185,3 +185,24 @@ def test_data_convert_refuses_phi_and_missing_input(tmp_path, capsys):
         == 2
     )
     assert "no such file" in capsys.readouterr().err
+
+
+def test_tokenizer_command_from_yaml_config_reports_reconstruction_error(tmp_path, capsys):
+    config = tmp_path / "tok.yaml"
+    config.write_text(
+        f"output_dir: {tmp_path / 'tok'}\nnum_cases: 12\npreset: tiny\nimage_size: 32\nmax_steps: 2\n"
+        "batch_size: 4\ntext: true\ntext_vocab_size: 300\nsplit: all\n"
+    )
+    assert cli.main(["tokenizer", "--config", str(config), "--codebook-size", "16"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(printed[printed.index("{") :])
+    assert report == json.loads((tmp_path / "tok" / "tokenizer_report.json").read_text())
+    assert report["image_tokenizer"]["codebook_size"] == 16  # the flag overrides the YAML defaults
+    heldout = report["image_tokenizer"]["heldout"]
+    assert heldout["num_images"] == 1 and 0 < heldout["mse"] < 1 and heldout["psnr"] > 0
+    assert report["text_tokenizer"]["vocab_size"] <= 300
+    assert (tmp_path / "tok" / "image_tokenizer" / "config.json").is_file()
+    assert (tmp_path / "tok" / "reconstructions.png").is_file()
+    from hf_meddiff import MedDiffImageTokenizer
+
+    assert MedDiffImageTokenizer.from_pretrained(tmp_path / "tok" / "image_tokenizer").codebook_size == 16
