@@ -79,7 +79,17 @@ def test_evaluate_command_on_the_trained_model(demo_run, tmp_path, capsys):
     target = tmp_path / "eval"
     argv = ["evaluate", "--model", str(out / "model"), "--data", str(out / "data"), "--split", "test"]
     argv += ["--max-samples", "2", "--tasks", "vqa,reasoning,report,t2i", "--output-dir", str(target)]
-    argv += ["--reasoning-gen-length", "16", "--steps", "8", "--image-steps", "4", "--batch-size", "2"]
+    argv += [
+        "--reasoning-gen-length",
+        "16",
+        "--steps",
+        "8",
+        "--image-steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--image-metrics",
+    ]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "| Visual question answering | Accuracy |" in printed
@@ -88,6 +98,11 @@ def test_evaluate_command_on_the_trained_model(demo_run, tmp_path, capsys):
     assert results["dataset"]["num_samples"] == 2
     assert (target / "training_curves.png").is_file()  # found the model folder's trainer_state.json
     assert (target / "t2i_grid.png").is_file()
+    assert (
+        results["image"]["n"] == 2
+        and results["image"]["fid_vq"] >= 0
+        and 0 <= results["image"]["pixel_mse"] <= 1
+    )
 
 
 @pytest.mark.slow

@@ -75,6 +75,10 @@ METRIC_NAMES = {
     "mean_iou": "Mean IoU",
     "ap50": "AP@0.5",
     "fid": "FID",
+    "fid_vq": "FID (VQ-encoder features)",
+    "kid_mean_vq": "KID (VQ-encoder features)",
+    "kid_std_vq": "KID std (VQ-encoder features)",
+    "pixel_mse": "Pixel MSE to the reference image",
     "kid": "KID",
     "clip_score": "CLIP score",
 }
