@@ -44,3 +44,11 @@ def test_reasoning_styles(style, expected):
 def test_unknown_style_is_refused():
     with pytest.raises(ValueError, match="think_before"):
         format_reasoning("B", "x", style="later")
+
+
+def test_public_names_resolve():
+    import hf_meddiff
+
+    assert set(hf_meddiff._LAZY) <= set(hf_meddiff.__all__)
+    for name in ("MedDiffConfig", "MedDiffProcessor", "MedDiffImageTokenizer", "train_text_tokenizer"):
+        assert getattr(hf_meddiff, name).__name__ == name

@@ -23,6 +23,8 @@ _LAZY: dict[str, str] = {
     "MedDiffImageProcessor": "models.meddiff",
     "MedDiffProcessor": "models.meddiff",
     "MedDiffImageTokenizer": "image_tokenizer",
+    "train_image_tokenizer": "image_tokenizer",
+    "train_text_tokenizer": "text_tokenizer",
     "MedDiffGenerationConfig": "generation",
     "MedDiffPipeline": "generation",
     "MedDiffSFTConfig": "trainer",
@@ -31,11 +33,28 @@ _LAZY: dict[str, str] = {
     "MedDDPOTrainer": "trainer",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "__version__",
+    "MedDiffConfig",
+    "MedDiffModel",
+    "MedDiffForMaskedDiffusion",
+    "MedDiffPreTrainedModel",
+    "MedDiffImageProcessor",
+    "MedDiffProcessor",
+    "MedDiffImageTokenizer",
+    "train_image_tokenizer",
+    "train_text_tokenizer",
+    "MedDiffGenerationConfig",
+    "MedDiffPipeline",
+    "MedDiffSFTConfig",
+    "MedDiffSFTTrainer",
+    "MedDDPOConfig",
+    "MedDDPOTrainer",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .generation import MedDiffGenerationConfig, MedDiffPipeline
-    from .image_tokenizer import MedDiffImageTokenizer
+    from .image_tokenizer import MedDiffImageTokenizer, train_image_tokenizer
     from .models.meddiff import (
         MedDiffConfig,
         MedDiffForMaskedDiffusion,
@@ -44,6 +63,7 @@ if TYPE_CHECKING:  # pragma: no cover
         MedDiffPreTrainedModel,
         MedDiffProcessor,
     )
+    from .text_tokenizer import train_text_tokenizer
     from .trainer import MedDDPOConfig, MedDDPOTrainer, MedDiffSFTConfig, MedDiffSFTTrainer
 
 
