@@ -124,9 +124,20 @@ def test_data_make_save_to_disk_roundtrips(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["num_rows"] == 3
 
 
-def test_inspect_missing_path_names_the_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere"):
-        cli.main(["data", "inspect", str(tmp_path / "nowhere")])
+def test_missing_data_and_split_are_clear_errors(tmp_path, capsys):
+    assert cli.main(["data", "inspect", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere does not exist" in capsys.readouterr().err
+    assert (
+        cli.main(
+            ["data", "make", "--output-dir", str(tmp_path / "d"), "--num-cases", "3", "--image-size", "32"]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        cli.main(["evaluate", "--model", str(tmp_path), "--data", str(tmp_path / "d"), "--split", "dev"]) == 2
+    )
+    assert "no rows with split 'dev'; available splits" in capsys.readouterr().err
 
 
 def test_bad_values_give_clear_errors(tmp_path, capsys):

@@ -66,6 +66,18 @@ def require(module: str, attr: str | None = None, *, what: str) -> Any:
     return getattr(mod, attr)
 
 
+def load_data_or_exit(spec: str, **kwargs: Any):
+    """`hf_meddiff.evaluation.load_data_arg`, with its "no such dataset / split" errors as `CLIError`s."""
+    from .evaluation import load_canonical, load_data_arg
+
+    try:
+        if kwargs.get("raw"):
+            return load_canonical(spec)
+        return load_data_arg(spec, **kwargs)
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from err
+
+
 # --------------------------------------------------------------------------------------------------------
 # YAML config support: `--config file.yaml` supplies defaults; flags on the command line win.
 # --------------------------------------------------------------------------------------------------------
@@ -218,9 +230,9 @@ def _run_data_make(args: argparse.Namespace) -> int:
 
 
 def _run_data_inspect(args: argparse.Namespace) -> int:
-    from .evaluation import describe_dataset, load_canonical
+    from .evaluation import describe_dataset
 
-    ds = load_canonical(args.path)
+    ds = load_data_or_exit(args.path, raw=True)
     summary = describe_dataset(ds, num_examples=args.num_examples)
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -302,11 +314,11 @@ def _add_tokenizer(sub) -> None:
 
 
 def _run_tokenizer(args: argparse.Namespace) -> int:
-    from .evaluation import fit_tokenizers, load_data_arg
+    from .evaluation import fit_tokenizers
 
     if not args.output_dir:
         raise CLIError("--output-dir is required (on the command line or in --config).")
-    ds = load_data_arg(args.data, num_cases=args.num_cases, seed=args.seed, split=args.split)
+    ds = load_data_or_exit(args.data, num_cases=args.num_cases, seed=args.seed, split=args.split)
     report = fit_tokenizers(
         ds,
         args.output_dir,
@@ -439,9 +451,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     unknown = [t for t in tasks if t not in EVAL_TASKS]
     if unknown:
         raise CLIError(f"--tasks: unknown task(s) {unknown}; choose from {list(EVAL_TASKS)}.")
-    from .evaluation import evaluate_model, load_data_arg
+    from .evaluation import evaluate_model
 
-    ds = load_data_arg(args.data, num_cases=args.num_cases, seed=args.seed, split=args.split)
+    ds = load_data_or_exit(args.data, num_cases=args.num_cases, seed=args.seed, split=args.split)
     output_dir = args.output_dir or str(Path(args.model) / "eval")
     summary = evaluate_model(
         args.model,
