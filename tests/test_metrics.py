@@ -136,8 +136,8 @@ def test_report_generation_scores_equal_pycocoevalcap_on_lowercased_inputs():
 @pytest.mark.slow
 @pytest.mark.skipif(not meteor_available(), reason="METEOR needs java and pycocoevalcap's jar")
 @pytest.mark.skipif(
-    os.environ.get("HF_MEDDIFF_TEST_METEOR") != "1",
-    reason="starting METEOR's JVM takes 25-35 s on 2 cores; set HF_MEDDIFF_TEST_METEOR=1 to run it",
+    os.environ.get("HF_MEDDIFF_TEST_METEOR") != "1" and os.environ.get("CI", "").lower() not in ("1", "true"),
+    reason="starting METEOR's JVM takes 25-35 s on 2 cores; runs in CI, or set HF_MEDDIFF_TEST_METEOR=1",
 )
 def test_meteor_equals_pycocoevalcap():
     # Reference values from pycocoevalcap 1.2's own wrapper on this input (one JVM start costs ~10-25 s, so the
