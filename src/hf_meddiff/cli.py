@@ -434,6 +434,12 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="text denoising steps of reports")
     p.add_argument("--image-steps", type=int, default=None, help="MaskGIT steps of report-to-image")
     p.add_argument("--vqa-gen-length", type=int, default=8, help="canvas of VQA answers")
+    p.add_argument(
+        "--report-block-length",
+        type=int,
+        default=8,
+        help="report block length when the model's config has none",
+    )
     p.add_argument("--reasoning-gen-length", type=int, default=128, help="canvas of reasoning answers")
     p.add_argument("--fast", action="store_true", help="Fast-dLLM path: threshold 0.9 + dual block cache")
     p.add_argument("--seed", type=int, default=0)
@@ -466,6 +472,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         steps=args.steps,
         image_steps=args.image_steps,
         vqa_gen_length=args.vqa_gen_length,
+        report_block_length=args.report_block_length,
         reasoning_gen_length=args.reasoning_gen_length,
         generation_kwargs={"threshold": 0.9, "cache_mode": "dual"} if args.fast else None,
         image_metrics=args.image_metrics,

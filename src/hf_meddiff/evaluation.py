@@ -637,6 +637,7 @@ def evaluate_model(
     steps: int | None = None,
     image_steps: int | None = None,
     vqa_gen_length: int | None = 8,
+    report_block_length: int | None = 8,
     reasoning_gen_length: int | None = 128,
     reasoning_style: str = "think_before",
     image_metrics: bool = False,
@@ -661,6 +662,8 @@ def evaluate_model(
         max_samples: evaluate the first `max_samples` rows.
         gen_length / steps: report canvas and denoising steps (default: the model's generation config).
         image_steps: MaskGIT steps of report-to-image (default: the model's generation config).
+        report_block_length: semi-autoregressive block length of reports when the model's generation config
+            sets none (LLaDA-style blocks; one block over a long report repeats frequent words).
         vqa_gen_length: canvas of VQA answers (a letter and `<|eos|>` padding; 8 as in the embedded recipe).
         reasoning_gen_length: canvas of reasoning answers (`<think>` rationale + `<answer>`).
         generation_kwargs: other `MedDiffGenerationConfig` overrides for every text task, e.g.
@@ -814,6 +817,10 @@ def evaluate_model(
 
         torch.manual_seed(seed)
         kwargs = text_generation_overrides(model, gen_length, steps, **extra)
+        canvas = kwargs.get("gen_length", getattr(model.generation_config, "gen_length", None))
+        configured_block = kwargs.get("block_length", getattr(model.generation_config, "block_length", None))
+        if report_block_length and not configured_block and canvas and canvas % report_block_length == 0:
+            kwargs["block_length"] = report_block_length  # semi-autoregressive blocks: far less repetition
         report_predictions = _batched_text(
             pipe,
             report_rows["image"],
