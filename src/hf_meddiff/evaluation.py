@@ -819,7 +819,15 @@ def evaluate_model(
         kwargs = text_generation_overrides(model, gen_length, steps, **extra)
         canvas = kwargs.get("gen_length", getattr(model.generation_config, "gen_length", None))
         configured_block = kwargs.get("block_length", getattr(model.generation_config, "block_length", None))
-        if report_block_length and not configured_block and canvas and canvas % report_block_length == 0:
+        planned_steps = kwargs.get("steps", getattr(model.generation_config, "steps", None))
+        blocks = canvas // report_block_length if report_block_length and canvas else 0
+        if (
+            report_block_length
+            and not configured_block
+            and canvas
+            and canvas % report_block_length == 0
+            and (planned_steps is None or planned_steps % blocks == 0)
+        ):
             kwargs["block_length"] = report_block_length  # semi-autoregressive blocks: far less repetition
         report_predictions = _batched_text(
             pipe,
