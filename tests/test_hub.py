@@ -233,6 +233,7 @@ def test_pushed_folder_loads_with_remote_code_without_hf_meddiff(fake_hub, tmp_p
         stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "wish to run the custom code" not in proc.stdout + proc.stderr  # trust_remote_code=True is enough
     out = json.loads(
         next(line for line in proc.stdout.splitlines() if line.startswith("RESULT:"))[len("RESULT:") :]
     )

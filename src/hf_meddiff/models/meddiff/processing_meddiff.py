@@ -531,8 +531,10 @@ class MedDiffProcessor(ProcessorMixin):
             image_processor = MedDiffImageProcessor.from_pretrained(
                 pretrained_model_name_or_path, subfolder=subfolder, **kwargs
             )
+        # The tokenizer files carry the processor's `auto_map` but no tokenizer class of ours: the tokenizer is
+        # always a library class, so never run (or ask about) remote code for it.
         tokenizer = AutoTokenizer.from_pretrained(
-            pretrained_model_name_or_path, subfolder=subfolder, **kwargs
+            pretrained_model_name_or_path, subfolder=subfolder, trust_remote_code=False, **kwargs
         )
         return [image_processor, tokenizer]
 
