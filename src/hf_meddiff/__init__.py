@@ -8,11 +8,23 @@ first access, so `import hf_meddiff` stays cheap.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from . import models  # noqa: F401  (registers the Auto classes)
+
+class _OptionalKernelNoteFilter(logging.Filter):
+    """bitsandbytes (imported by diffusers) notes that the optional `kernels` package, which fetches CPU kernels
+    from the Hub, is absent. hf-meddiff never wants that download, so the note is noise on every command."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "kernels-community" not in record.getMessage()
+
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_OptionalKernelNoteFilter())
+
+from . import models  # noqa: E402,F401  (registers the Auto classes)
 
 # public name -> submodule that defines it
 _LAZY: dict[str, str] = {

@@ -90,7 +90,7 @@ def model_card_template_path() -> Path:
     """Where the model-card template lives.
 
     Order: the `HF_MEDDIFF_MODEL_CARD_TEMPLATE` environment variable, then `hub_cards/model_card.md` of the
-    source checkout this module was imported from.
+    package (`hf_meddiff/hub_cards/`, also linked as the top-level `hub_cards/`).
     """
     env = os.environ.get(TEMPLATE_ENV_VAR)
     if env:

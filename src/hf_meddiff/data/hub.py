@@ -69,7 +69,7 @@ PRIVACY_STATEMENT = (
 
 
 def dataset_card_template_path() -> Path:
-    """`HF_MEDDIFF_DATASET_CARD_TEMPLATE`, else `hub_cards/dataset_card.md` of the source checkout."""
+    """`HF_MEDDIFF_DATASET_CARD_TEMPLATE`, else the packaged `hf_meddiff/hub_cards/dataset_card.md`."""
     env = os.environ.get(TEMPLATE_ENV_VAR)
     if env:
         if not Path(env).is_file():
