@@ -159,3 +159,29 @@ def test_collator_pads_right_and_keeps_example_ids():
     assert batch["example_ids"].tolist() == [11, 4] and batch["task_ids"].tolist() == [2, 0]
     with pytest.raises(KeyError, match="lacks"):
         MedDiffDataCollator()([{"input_ids": [1]}])
+
+
+def test_shuffle_options_moves_the_answer_letter_with_its_option(tmp_path):
+    from hf_meddiff.trainer.sft_collator import format_question, record_task_specs
+
+    record = {
+        "id": "case-1",
+        "question": "Which modality?",
+        "options": ["CT", "MRI", "X-ray", "Ultrasound"],
+        "answer": "B",
+        "report": "",
+    }
+    plain = record_task_specs(record, 0, sft_args(tmp_path, tasks=["vqa"], task_mix={"vqa": 6.0}))
+    assert len(plain) == 6 and all(s["prompt"] == plain[0]["prompt"] and s["target"] == "B" for s in plain)
+    args = sft_args(tmp_path, tasks=["vqa"], task_mix={"vqa": 6.0}, shuffle_options=True)
+    specs = record_task_specs(record, 0, args)
+    assert (
+        specs[0]["prompt"] == format_question("Which modality?", record["options"])
+        and specs[0]["target"] == "B"
+    )
+    assert len({s["prompt"] for s in specs}) > 1  # later copies are reordered
+    for spec in specs:
+        lines = spec["prompt"].splitlines()[1:]
+        chosen = next(line for line in lines if line.startswith(spec["target"] + "."))
+        assert chosen.endswith("MRI") and sorted(line[3:] for line in lines) == sorted(record["options"])
+    assert record_task_specs(record, 0, args) == specs  # seeded

@@ -62,7 +62,10 @@ def test_tiny_medphantom_run_trains_and_saves_model_processor_and_state(tmp_path
     ).is_dir()
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and "loss_vqa" in json.dumps(state["log_history"])
-    assert json.loads((out / "generation_config.json").read_text())["gen_length"] == 160
+    generation_config = json.loads((out / "generation_config.json").read_text())
+    assert (
+        generation_config["gen_length"] == 160 and generation_config["block_length"] == 8
+    )  # the recipe's blocks
 
     from hf_meddiff import MedDiffForMaskedDiffusion
     from hf_meddiff.models.meddiff import MedDiffProcessor
@@ -144,3 +147,26 @@ def test_lora_and_qlora_recipes_fine_tune_on_native_iu_xray_files(recipe, tiny_b
 
     model = PeftModel.from_pretrained(MedDiffForMaskedDiffusion.from_pretrained(tiny_base), out)
     assert any("lora_A" in name for name, _ in model.named_parameters())
+
+
+def test_saved_generation_config_uses_semi_autoregressive_blocks_that_divide_the_canvas(tmp_path):
+    from hf_meddiff.models.meddiff.generation_meddiff import MedDiffGenerationConfig
+    from hf_meddiff.trainer.sft_script import _set_generation_length
+
+    class Holder:
+        generation_config = MedDiffGenerationConfig()
+
+    def saved(**overrides):
+        holder = Holder()
+        holder.generation_config = MedDiffGenerationConfig()
+        args = MedDiffSFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, **overrides)
+        _set_generation_length(holder, args)
+        return holder.generation_config.gen_length, holder.generation_config.block_length
+
+    lengths = {"vqa": 8, "report": 80}
+    assert saved(response_length_per_task=lengths, generation_block_length=8) == (80, 8)
+    assert saved(response_length_per_task=lengths, generation_block_length=32) == (
+        80,
+        None,
+    )  # does not divide
+    assert saved(response_length_per_task=lengths) == (80, None)

@@ -250,6 +250,16 @@ def _copies(expected: float, rng: random.Random) -> int:
     return whole + (1 if rng.random() < expected - whole else 0)
 
 
+def _shuffled_options(options: list[str], answer: str, rng: random.Random) -> tuple[list[str], str]:
+    """`options` in a random order and the letter the answer moved to (unchanged without options)."""
+    if len(options) < 2 or answer not in string.ascii_uppercase[: len(options)]:
+        return options, answer
+    order = list(range(len(options)))
+    rng.shuffle(order)
+    correct = string.ascii_uppercase.index(answer)
+    return [options[i] for i in order], string.ascii_uppercase[order.index(correct)]
+
+
 def record_task_specs(record: dict[str, Any], row: int, args: MedDiffSFTConfig) -> list[dict[str, Any]]:
     """The examples one canonical record yields: `[{task, prompt, target}]` (`target` None for `t2i`).
 
@@ -280,7 +290,13 @@ def record_task_specs(record: dict[str, Any], row: int, args: MedDiffSFTConfig) 
         if count == 0:
             continue
         if task == "vqa" and question:
-            specs += [{"task": task, "prompt": format_question(question, options), "target": answer}] * count
+            for k in range(count):
+                opts, letter = (
+                    _shuffled_options(options, answer, rng)
+                    if k and args.shuffle_options
+                    else (options, answer)
+                )
+                specs.append({"task": task, "prompt": format_question(question, opts), "target": letter})
         elif task == "report" and report:
             specs += [{"task": task, "prompt": REPORT_PROMPT, "target": report}] * count
         elif task == "t2i" and report:
@@ -291,8 +307,15 @@ def record_task_specs(record: dict[str, Any], row: int, args: MedDiffSFTConfig) 
                 continue
             for k in range(count):
                 style = styles[(row + k) % len(styles)]
-                target = format_reasoning(answer, rationale or None, style=style)
-                prompt = format_question(question, options, style=style)
+                opts, letter = (
+                    _shuffled_options(options, answer, rng)
+                    if k and args.shuffle_options
+                    else (options, answer)
+                )
+                if letter != answer and rationale:
+                    opts, letter = options, answer  # the rationale names the letter: keep the original order
+                target = format_reasoning(letter, rationale or None, style=style)
+                prompt = format_question(question, opts, style=style)
                 specs.append({"task": task, "prompt": prompt, "target": target})
     return specs
 

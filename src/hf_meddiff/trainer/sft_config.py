@@ -43,6 +43,15 @@ class MedDiffSFTConfig(TrainingArguments):
             response and of the loss, which teaches the sampler where to stop). `None` pads nothing.
         response_length_per_task (`dict[str, int]`, *optional*):
             Per-task override of `response_length`, e.g. `{"vqa": 8, "report": 96}`.
+        generation_block_length (`int`, *optional*):
+            Semi-autoregressive block length saved in the trained model's `generation_config` (the canvas is the
+            longest text `response_length`; a block length that does not divide it is dropped). Blocks stop a
+            weak model's low-confidence sampler from committing `<|eos|>` right after the first tokens, as in
+            LLaDA. `None` keeps one block over the whole canvas.
+        shuffle_options (`bool`, *optional*, defaults to `False`):
+            Multiple-choice augmentation: the second and later VQA / reasoning copies of a record (`task_mix` > 1)
+            list its options in a seeded random order, with the answer letter moved along. The model then has to
+            match the option text instead of memorising letters.
         image_tokenization_batch_size (`int`, *optional*, defaults to `32`):
             Images per batch when the image tokenizer encodes the dataset (once, before training).
         dataset_cache_dir (`str`, *optional*):
@@ -149,6 +158,17 @@ class MedDiffSFTConfig(TrainingArguments):
     response_length_per_task: dict[str, int] | str | None = field(
         default=None,
         metadata={"help": "Per-task override of response_length, e.g. {'vqa': 8, 'report': 96}."},
+    )
+    generation_block_length: int | None = field(
+        default=None,
+        metadata={"help": "Semi-autoregressive block length saved in the model's generation_config."},
+    )
+    shuffle_options: bool = field(
+        default=False,
+        metadata={
+            "help": "Later VQA / reasoning copies of a record list its options in a seeded random order "
+            "(answer letter moved along)."
+        },
     )
     image_tokenization_batch_size: int = field(
         default=32,

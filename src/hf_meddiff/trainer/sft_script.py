@@ -325,8 +325,9 @@ def _set_generation_length(model: Any, args: MedDiffSFTConfig) -> None:
     gen_length = max(lengths)
     config.gen_length = gen_length
     block = getattr(config, "block_length", None)
-    if block is not None and gen_length % block:
-        config.block_length = None
+    if block is None and args.generation_block_length:
+        block = args.generation_block_length
+    config.block_length = block if block is not None and gen_length % block == 0 else None
     if getattr(config, "steps", None) is not None and config.steps > gen_length:
         config.steps = gen_length
 
