@@ -185,3 +185,19 @@ def test_shuffle_options_moves_the_answer_letter_with_its_option(tmp_path):
         chosen = next(line for line in lines if line.startswith(spec["target"] + "."))
         assert chosen.endswith("MRI") and sorted(line[3:] for line in lines) == sorted(record["options"])
     assert record_task_specs(record, 0, args) == specs  # seeded
+
+
+def test_vqa_target_option_answers_with_the_option_text_that_the_scorer_accepts(tmp_path):
+    from hf_meddiff.metrics.vqa import score_answer
+    from hf_meddiff.trainer.sft_collator import record_task_specs
+
+    record = {"id": "c", "question": "Which modality?", "options": ["CT", "MRI", "X-ray"], "answer": "C"}
+    args = sft_args(tmp_path, tasks=["vqa"], task_mix={"vqa": 4.0}, shuffle_options=True, vqa_target="option")
+    specs = record_task_specs(record, 0, args)
+    assert [s["target"] for s in specs] == ["X-ray"] * 4
+    assert (
+        specs[0]["target"] != record["answer"]
+        and score_answer(specs[0]["target"], "C", record["options"]) == 1.0
+    )
+    with pytest.raises(ValueError, match="vqa_target"):
+        sft_args(tmp_path, vqa_target="word")

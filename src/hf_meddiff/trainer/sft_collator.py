@@ -296,7 +296,10 @@ def record_task_specs(record: dict[str, Any], row: int, args: MedDiffSFTConfig) 
                     if k and args.shuffle_options
                     else (options, answer)
                 )
-                specs.append({"task": task, "prompt": format_question(question, opts), "target": letter})
+                target = letter
+                if args.vqa_target == "option" and opts:
+                    target = opts[string.ascii_uppercase.index(letter)]
+                specs.append({"task": task, "prompt": format_question(question, opts), "target": target})
         elif task == "report" and report:
             specs += [{"task": task, "prompt": REPORT_PROMPT, "target": report}] * count
         elif task == "t2i" and report:

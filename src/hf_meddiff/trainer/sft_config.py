@@ -48,6 +48,10 @@ class MedDiffSFTConfig(TrainingArguments):
             longest text `response_length`; a block length that does not divide it is dropped). Blocks stop a
             weak model's low-confidence sampler from committing `<|eos|>` right after the first tokens, as in
             LLaDA. `None` keeps one block over the whole canvas.
+        vqa_target (`str`, *optional*, defaults to `"letter"`):
+            Target of multiple-choice VQA examples: `"letter"` (the canonical answer, e.g. `C`) or `"option"` (the
+            text of the correct option, e.g. `nodule`; `hf_meddiff.metrics.score_answer` accepts either). A small
+            model learns image -> finding word far sooner than the extra option -> letter look-up.
         shuffle_options (`bool`, *optional*, defaults to `False`):
             Multiple-choice augmentation: the second and later VQA / reasoning copies of a record (`task_mix` > 1)
             list its options in a seeded random order, with the answer letter moved along. The model then has to
@@ -163,6 +167,10 @@ class MedDiffSFTConfig(TrainingArguments):
         default=None,
         metadata={"help": "Semi-autoregressive block length saved in the model's generation_config."},
     )
+    vqa_target: str = field(
+        default="letter",
+        metadata={"help": "Target of multiple-choice VQA examples: 'letter' or 'option' (the option text)."},
+    )
     shuffle_options: bool = field(
         default=False,
         metadata={
@@ -220,6 +228,8 @@ class MedDiffSFTConfig(TrainingArguments):
     )
 
     def __post_init__(self):
+        if self.vqa_target not in ("letter", "option"):
+            raise ValueError(f"vqa_target must be 'letter' or 'option', got {self.vqa_target!r}.")
         for name in ("task_mix", "response_length_per_task", "task_loss_weights"):
             value = getattr(self, name)
             if isinstance(value, str):
