@@ -201,3 +201,20 @@ def test_vqa_target_option_answers_with_the_option_text_that_the_scorer_accepts(
     )
     with pytest.raises(ValueError, match="vqa_target"):
         sft_args(tmp_path, vqa_target="word")
+
+
+def test_t2i_condition_dropout_trains_the_unconditional_prompt_guidance_uses(phantom, processor, tmp_path):
+    from hf_meddiff.constants import ASSISTANT_TOKEN, BOS_TOKEN, SOI_TOKEN, TASK_TOKENS, USER_TOKEN
+
+    args = sft_args(tmp_path, tasks=["t2i"], t2i_condition_dropout=0.999)
+    examples, _ = prepare_sft_dataset(phantom, processor, args)
+    unconditional = processor.tokenizer.convert_tokens_to_ids(
+        [BOS_TOKEN, TASK_TOKENS["t2i"], USER_TOKEN, ASSISTANT_TOKEN, SOI_TOKEN]
+    )
+    assert all(example["input_ids"][:5] == unconditional for example in examples)
+    kept, _ = prepare_sft_dataset(
+        phantom, processor, sft_args(tmp_path, tasks=["t2i"], t2i_condition_dropout=0.0)
+    )
+    assert all(example["input_ids"][:5] != unconditional for example in kept)
+    with pytest.raises(ValueError, match="t2i_condition_dropout"):
+        sft_args(tmp_path, t2i_condition_dropout=1.0)

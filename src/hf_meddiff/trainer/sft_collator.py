@@ -303,7 +303,9 @@ def record_task_specs(record: dict[str, Any], row: int, args: MedDiffSFTConfig) 
         elif task == "report" and report:
             specs += [{"task": task, "prompt": REPORT_PROMPT, "target": report}] * count
         elif task == "t2i" and report:
-            specs += [{"task": task, "prompt": report, "target": None}] * count
+            for _ in range(count):
+                dropped = rng.random() < args.t2i_condition_dropout
+                specs.append({"task": task, "prompt": "" if dropped else report, "target": None})
         elif task == "reasoning" and question:
             styles = [s for s in args.reasoning_styles if rationale or s == "no_think"]
             if not styles:

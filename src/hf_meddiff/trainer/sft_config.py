@@ -56,6 +56,9 @@ class MedDiffSFTConfig(TrainingArguments):
             Multiple-choice augmentation: the second and later VQA / reasoning copies of a record (`task_mix` > 1)
             list its options in a seeded random order, with the answer letter moved along. The model then has to
             match the option text instead of memorising letters.
+        t2i_condition_dropout (`float`, *optional*, defaults to `0.1`):
+            Fraction of text-to-image examples whose report is dropped (seeded per record), so the model learns the
+            unconditional branch `<|bos|><|t2i|><|user|><|assistant|><|soi|>` that classifier-free guidance uses.
         image_tokenization_batch_size (`int`, *optional*, defaults to `32`):
             Images per batch when the image tokenizer encodes the dataset (once, before training).
         dataset_cache_dir (`str`, *optional*):
@@ -178,6 +181,13 @@ class MedDiffSFTConfig(TrainingArguments):
             "(answer letter moved along)."
         },
     )
+    t2i_condition_dropout: float = field(
+        default=0.1,
+        metadata={
+            "help": "Fraction of text-to-image examples trained with the report dropped (the unconditional branch "
+            "of classifier-free guidance)."
+        },
+    )
     image_tokenization_batch_size: int = field(
         default=32,
         metadata={
@@ -230,6 +240,10 @@ class MedDiffSFTConfig(TrainingArguments):
     def __post_init__(self):
         if self.vqa_target not in ("letter", "option"):
             raise ValueError(f"vqa_target must be 'letter' or 'option', got {self.vqa_target!r}.")
+        if not 0.0 <= self.t2i_condition_dropout < 1.0:
+            raise ValueError(
+                f"t2i_condition_dropout must be in [0, 1), got {self.t2i_condition_dropout}; 0.1 is typical."
+            )
         for name in ("task_mix", "response_length_per_task", "task_loss_weights"):
             value = getattr(self, name)
             if isinstance(value, str):
