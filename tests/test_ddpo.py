@@ -17,16 +17,6 @@ from hf_meddiff.trainer.ddpo_pipeline import (
 )
 from hf_meddiff.trainer.ddpo_trainer import PerPromptStatTracker
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: one intra-op thread is as fast as two and does not thrash when the cores are shared.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 PROMPTS = ["dermoscopy image: melanoma, severe", "dermoscopy image: nevus, mild"]
 
 

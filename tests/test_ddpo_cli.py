@@ -13,14 +13,6 @@ from hf_meddiff.trainer.ddpo_cli import load_recipe, main, save_grids
 RECIPES = Path(__file__).resolve().parents[1] / "trainers"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", ["ddpo_embedded.yaml", "ddpo_hub.yaml"])
 def test_shipped_recipes_parse_into_a_valid_config(name):
     from hf_meddiff import MedDDPOConfig

@@ -23,14 +23,6 @@ from hf_meddiff.rewards.image_rewards import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class ChannelClassifier(torch.nn.Module):
     """Logit k = 20 * (mean of channel k - 0.5): attribute k is "seen" when channel k is bright."""
 

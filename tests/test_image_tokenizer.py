@@ -11,15 +11,6 @@ from hf_meddiff.image_tokenizer import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Intra-op threads spin badly when the 2 CI cores are shared by several processes; one thread is faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _blob_images(n: int, size: int = 32, seed: int = 0) -> list[np.ndarray]:
     """Grey images with one bright ellipse on a darker disc, like a tiny phantom."""
     rng = np.random.default_rng(seed)

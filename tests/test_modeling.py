@@ -12,15 +12,6 @@ from hf_meddiff.models.meddiff import MedDiffCache
 TEXT_LOW = 17  # first ordinary text id after the special and tag tokens of the tiny vocabulary
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors run fastest on one thread, and far faster when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(**overrides) -> MedDiffConfig:
     return MedDiffConfig.from_preset("tiny", **overrides)
 

@@ -9,14 +9,6 @@ peft = pytest.importorskip("peft")
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def training_batch() -> dict[str, torch.Tensor]:
     ids = torch.cat([torch.randint(17, 128, (2, 8)), torch.randint(128, 192, (2, 4))], dim=1)
     labels = torch.full_like(ids, -100)

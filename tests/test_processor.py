@@ -26,15 +26,6 @@ BOS, EOS, PAD, MASK, SOI, EOI, USER, ASSISTANT, MMU, T2I = (
 )  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Intra-op threads spin badly when the 2 CI cores are shared by several processes; one thread is faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     return train_text_tokenizer(CORPUS, vocab_size=400)

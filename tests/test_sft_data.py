@@ -20,14 +20,6 @@ from hf_meddiff.trainer.sft_collator import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def phantom():
     return make_phantom_dataset(8, seed=3, image_size=32)

@@ -22,15 +22,6 @@ from hf_meddiff.trainer.sft_trainer import NonFiniteLossError, example_noise_see
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train ~8x faster on one thread when the 2 cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def synthetic_examples(num_examples: int = 16, seed: int = 0) -> Dataset:
     """Tokenised examples in the tiny preset's vocabulary (text ids < 128, image ids 128..191), all four tasks."""
     g = torch.Generator().manual_seed(seed)

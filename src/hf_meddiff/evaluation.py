@@ -479,20 +479,33 @@ def text_generation_overrides(
     model, gen_length: int | None = None, steps: int | None = None, **extra: Any
 ) -> dict[str, Any]:
     """Generation-config overrides for a text canvas of `gen_length` that stay valid against the model's
-    `generation_config`: a block length that does not divide `gen_length` becomes one block, and without an
-    explicit `steps` the sampler commits one token per step (`steps = gen_length`)."""
+    `generation_config`: a block length that does not divide `gen_length` becomes one block, without an
+    explicit `steps` the sampler commits one token per step (`steps = gen_length`), and explicit `steps` are
+    rounded up to a multiple of the number of blocks (every block gets the same number of steps)."""
     overrides = {k: v for k, v in extra.items() if v is not None}
-    if gen_length is None:
-        if steps is not None:
-            overrides["steps"] = steps
-        return overrides
     config = getattr(model, "generation_config", None)
     block = getattr(config, "block_length", None)
+    if gen_length is None:
+        if steps is not None:
+            overrides["steps"] = _steps_per_block_multiple(
+                int(steps), getattr(config, "gen_length", None), block
+            )
+        return overrides
     overrides["gen_length"] = int(gen_length)
     if block and gen_length % block:
         overrides["block_length"] = None
-    overrides["steps"] = int(steps) if steps is not None else int(gen_length)
+        block = None
+    steps = int(steps) if steps is not None else int(gen_length)
+    overrides["steps"] = _steps_per_block_multiple(steps, int(gen_length), block)
     return overrides
+
+
+def _steps_per_block_multiple(steps: int, gen_length: int | None, block_length: int | None) -> int:
+    """`steps` rounded up so that every block of the canvas gets the same number of steps."""
+    if not gen_length or not block_length or gen_length % block_length:
+        return steps
+    num_blocks = gen_length // block_length
+    return -(-steps // num_blocks) * num_blocks
 
 
 def _batched_text(pipe, images, questions, *, batch_size, desc, progress, **gen_kwargs) -> list[str]:
