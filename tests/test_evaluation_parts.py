@@ -115,3 +115,14 @@ def test_results_markdown_has_overall_and_breakdown_tables():
     assert "| Report generation | BLEU-1 | 0.5000 |" in text
     assert "| ct | 1.000 | 0.375 | 2 |" in text
     assert "![t2i_grid](t2i_grid.png)" in text
+
+
+def test_explicit_steps_round_up_to_a_multiple_of_the_blocks():
+    from types import SimpleNamespace
+
+    from hf_meddiff.evaluation import text_generation_overrides
+
+    model = SimpleNamespace(generation_config=SimpleNamespace(gen_length=80, block_length=8))
+    assert text_generation_overrides(model, None, 16) == {"steps": 20}
+    assert text_generation_overrides(model, 80, 10) == {"gen_length": 80, "steps": 10}
+    assert text_generation_overrides(model, 12, 5) == {"gen_length": 12, "block_length": None, "steps": 5}
