@@ -35,7 +35,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .formatting import denormalize_box, parse_answer, parse_boxes
+from .formatting import denormalize_box, format_question, parse_answer, parse_boxes
 
 EVAL_TASKS = ("vqa", "report", "reasoning", "t2i")
 DATA_FILE = "data.parquet"
@@ -559,8 +559,6 @@ def generate_one(
     """One generation for `hf-meddiff generate`; returns the text (or where the image was saved)."""
     import torch
 
-    from .trainer.sft_collator import format_question
-
     torch.manual_seed(seed)
     model, processor = load_model_and_processor(model_path, device, trust_remote_code)
     pipe = _pipeline(model, processor)
@@ -689,8 +687,6 @@ def evaluate_model(
         "image", "files"}` with only the sections that were computed.
     """
     import torch
-
-    from .trainer.sft_collator import format_question
 
     unknown = [t for t in tasks if t not in EVAL_TASKS]
     if unknown:

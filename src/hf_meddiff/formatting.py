@@ -25,9 +25,12 @@ from .constants import (
     THINK_CLOSE,
     THINK_OPEN,
 )
+from .models.meddiff.processing_meddiff import format_options
 
 _INT = r"\s*(-?\d+)\s*"
-BOX_PATTERN = re.compile(re.escape(BOX_OPEN) + r"\s*\[" + ",".join([_INT] * 4) + r"\]\s*" + re.escape(BOX_CLOSE))
+BOX_PATTERN = re.compile(
+    re.escape(BOX_OPEN) + r"\s*\[" + ",".join([_INT] * 4) + r"\]\s*" + re.escape(BOX_CLOSE)
+)
 ANSWER_PATTERN = re.compile(re.escape(ANSWER_OPEN) + r"(.*?)" + re.escape(ANSWER_CLOSE), re.DOTALL)
 THINK_PATTERN = re.compile(re.escape(THINK_OPEN) + r"(.*?)" + re.escape(THINK_CLOSE), re.DOTALL)
 
@@ -89,3 +92,36 @@ def parse_think(text: str) -> str | None:
         return None
     m = THINK_PATTERN.search(text)
     return m.group(1).strip() if m else None
+
+
+REASONING_INSTRUCTIONS = {
+    "think_before": "Reason step by step in <think></think>, then answer in <answer></answer>.",
+    "think_after": "Answer in <answer></answer>, then explain in <think></think>.",
+    "no_think": "Answer in <answer></answer>.",
+}
+"""The last line of a reasoning prompt, one per style of `REASONING_STYLES`: it tells the
+model which target layout to write (the plain VQA prompt has none and is answered with the bare answer)."""
+
+
+def format_question(question: str, options: Sequence[str] | None, style: str | None = None) -> str:
+    """The user turn of a VQA / reasoning example: the question, one `A. option` line per option and, for a
+    reasoning example, the instruction of its `style` (`REASONING_INSTRUCTIONS`).
+
+    Example:
+
+    ```python
+    >>> print(format_question("Which modality?", ["CT", "MRI"]))
+    Which modality?
+    A. CT
+    B. MRI
+    >>> format_question("Which modality?", [], style="no_think")
+    'Which modality?\\nAnswer in <answer></answer>.'
+
+    ```
+    """
+    lines = [format_options(question.strip(), list(options or []))]
+    if style is not None:
+        if style not in REASONING_INSTRUCTIONS:
+            raise ValueError(f"Unknown reasoning style {style!r}; use one of {list(REASONING_INSTRUCTIONS)}.")
+        lines.append(REASONING_INSTRUCTIONS[style])
+    return "\n".join(lines)

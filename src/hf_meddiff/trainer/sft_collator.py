@@ -30,8 +30,8 @@ from datasets import Image as ImageFeature
 from PIL import Image
 
 from ..constants import TASKS
-from ..formatting import format_reasoning
-from ..models.meddiff.processing_meddiff import DEFAULT_REPORT_PROMPT, format_options
+from ..formatting import REASONING_INSTRUCTIONS, format_question, format_reasoning
+from ..models.meddiff.processing_meddiff import DEFAULT_REPORT_PROMPT
 from .sft_config import MedDiffSFTConfig
 
 IGNORE_INDEX = -100
@@ -212,37 +212,6 @@ def tokenize_dataset_images(
 
 
 # ------------------------------------------------------------------------------------ task examples
-REASONING_INSTRUCTIONS = {
-    "think_before": "Reason step by step in <think></think>, then answer in <answer></answer>.",
-    "think_after": "Answer in <answer></answer>, then explain in <think></think>.",
-    "no_think": "Answer in <answer></answer>.",
-}
-"""The last line of a reasoning prompt, one per style of `hf_meddiff.constants.REASONING_STYLES`: it tells the
-model which target layout to write (the plain VQA prompt has none and is answered with the bare answer)."""
-
-
-def format_question(question: str, options: Sequence[str] | None, style: str | None = None) -> str:
-    """The user turn of a VQA / reasoning example: the question, one `A. option` line per option and, for a
-    reasoning example, the instruction of its `style` (`REASONING_INSTRUCTIONS`).
-
-    Example:
-
-    ```python
-    >>> print(format_question("Which modality?", ["CT", "MRI"]))
-    Which modality?
-    A. CT
-    B. MRI
-    >>> format_question("Which modality?", [], style="no_think")
-    'Which modality?\\nAnswer in <answer></answer>.'
-
-    ```
-    """
-    lines = [format_options(question.strip(), list(options or []))]
-    if style is not None:
-        if style not in REASONING_INSTRUCTIONS:
-            raise ValueError(f"Unknown reasoning style {style!r}; use one of {list(REASONING_INSTRUCTIONS)}.")
-        lines.append(REASONING_INSTRUCTIONS[style])
-    return "\n".join(lines)
 
 
 def _copies(expected: float, rng: random.Random) -> int:
