@@ -435,6 +435,12 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--image-steps", type=int, default=None, help="MaskGIT steps of report-to-image")
     p.add_argument("--vqa-gen-length", type=int, default=8, help="canvas of VQA answers")
     p.add_argument(
+        "--vqa-scoring",
+        choices=("generate", "rank", "both"),
+        default="both",
+        help="VQA by sampling an answer, by ranking the options by likelihood (multiple choice), or both",
+    )
+    p.add_argument(
         "--report-block-length",
         type=int,
         default=8,
@@ -472,6 +478,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         steps=args.steps,
         image_steps=args.image_steps,
         vqa_gen_length=args.vqa_gen_length,
+        vqa_scoring=args.vqa_scoring,
         report_block_length=args.report_block_length,
         reasoning_gen_length=args.reasoning_gen_length,
         generation_kwargs={"threshold": 0.9, "cache_mode": "dual"} if args.fast else None,

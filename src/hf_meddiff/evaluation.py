@@ -521,6 +521,93 @@ def _batched_text(pipe, images, questions, *, batch_size, desc, progress, **gen_
     return out
 
 
+def rank_options(
+    model: Any,
+    processor: Any,
+    images: Sequence[Any],
+    questions: Sequence[str],
+    options: Sequence[Sequence[str]],
+    *,
+    response_length: int = 8,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> list[str]:
+    """Multiple-choice answers by likelihood: for each row, the letter of the option the model finds most likely.
+
+    Each option is written as the response on a canvas of `response_length` tokens (the option text, then
+    `<|eos|>` padding, as in training with `vqa_target="option"`). The whole canvas is masked, as at the first
+    denoising step, and the option's score is the summed cross-entropy of its canvas; the lowest wins (ties go
+    to the earlier letter). This is the multiple-choice protocol of language-model benchmarks; unlike sampling it
+    cannot produce an answer outside the options.
+
+    Args:
+        model: a `MedDiffForMaskedDiffusion`.
+        processor: its `MedDiffProcessor` (with the image tokenizer).
+        images: one image per row (anything the image processor takes).
+        questions: the question shown to the model, per row (e.g. `format_question(question, options)`).
+        options: the option texts of each row, in letter order (rows without options get `""`).
+        response_length: the answer canvas (the `response_length` VQA examples were trained with).
+
+    Returns:
+        `list[str]`: one option letter per row (`""` for rows without options).
+
+    Example:
+
+    ```python
+    >>> letters = rank_options(model, processor, [image], [format_question(q, opts)], [opts])  # doctest: +SKIP
+    >>> letters  # doctest: +SKIP
+    ['C']
+
+    ```
+    """
+    import torch
+
+    from .constants import OPTION_LETTERS
+
+    if not len(images) == len(questions) == len(options):
+        raise ValueError(
+            f"rank_options needs one question and one option list per image; got {len(images)} images, "
+            f"{len(questions)} questions and {len(options)} option lists."
+        )
+    device = next(model.parameters()).device
+    mask_id = model.config.mask_token_id
+    letters: list[str] = []
+    for start in tqdm(range(0, len(images), batch_size), desc="VQA option ranking", unit="batch", disable=not progress):
+        stop = min(start + batch_size, len(images))
+        codes = processor.encode_images(list(images[start:stop])).tolist()
+        texts, image_ids, responses, owners = [], [], [], []
+        for row in range(start, stop):
+            for option in options[row] or []:
+                texts.append(questions[row])
+                image_ids.append(codes[row - start])
+                responses.append(str(option))
+                owners.append(row)
+        scores = torch.empty(0)
+        if responses:
+            encoded = processor(
+                text=texts,
+                image_ids=image_ids,
+                responses=responses,
+                task="vqa",
+                response_length=response_length,
+                truncation=True,
+                return_tensors="pt",
+            )
+            labels = encoded["labels"].to(device)
+            response = labels != -100
+            input_ids = encoded["input_ids"].to(device).masked_fill(response, mask_id)
+            with torch.no_grad():
+                logits = model(input_ids=input_ids, attention_mask=encoded["attention_mask"].to(device)).logits
+            token_ce = torch.nn.functional.cross_entropy(
+                logits.float().transpose(1, 2), labels.clamp(min=0), reduction="none"
+            )
+            scores = (token_ce * response).sum(-1).cpu()
+        for row in range(start, stop):
+            picks = [k for k, owner in enumerate(owners) if owner == row]
+            letters.append(OPTION_LETTERS[int(scores[picks].argmin())] if picks else "")
+    return letters
+
+
 def _batched_images(pipe, prompts, *, batch_size, desc, progress, **gen_kwargs) -> list[Any]:
     out: list[Any] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch", disable=not progress):
@@ -648,6 +735,7 @@ def evaluate_model(
     steps: int | None = None,
     image_steps: int | None = None,
     vqa_gen_length: int | None = 8,
+    vqa_scoring: str = "both",
     report_block_length: int | None = 8,
     reasoning_gen_length: int | None = 128,
     reasoning_style: str = "think_before",
@@ -675,7 +763,11 @@ def evaluate_model(
         image_steps: MaskGIT steps of report-to-image (default: the model's generation config).
         report_block_length: semi-autoregressive block length of reports when the model's generation config
             sets none (LLaDA-style blocks; one block over a long report repeats frequent words).
-        vqa_gen_length: canvas of VQA answers (a letter and `<|eos|>` padding; 8 as in the embedded recipe).
+        vqa_gen_length: canvas of VQA answers (a letter or option text and `<|eos|>` padding; 8 as in the
+            embedded recipe).
+        vqa_scoring: `"generate"` (sample an answer, match it to the options: section `vqa`), `"rank"` (pick
+            the most likely option with `rank_options`: section `vqa_ranked`, multiple-choice rows only) or
+            `"both"`.
         reasoning_gen_length: canvas of reasoning answers (`<think>` rationale + `<answer>`).
         generation_kwargs: other `MedDiffGenerationConfig` overrides for every text task, e.g.
             `{"threshold": 0.9, "cache_mode": "dual"}` (the Fast-dLLM path).
@@ -725,8 +817,36 @@ def evaluate_model(
     has_report = [bool(r) for r in rows["report"]] if "report" in rows.column_names else []
     report_rows = rows.select([i for i, ok in enumerate(has_report) if ok]) if any(has_report) else None
 
+    if vqa_scoring not in ("generate", "rank", "both"):
+        raise ValueError(f"vqa_scoring must be 'generate', 'rank' or 'both', got {vqa_scoring!r}.")
     vqa_predictions: list[str] | None = None
-    if "vqa" in tasks and qa_rows is not None:
+    mc_rows = None
+    if qa_rows is not None and "options" in qa_rows.column_names:
+        has_options = [bool(o) for o in qa_rows["options"]]
+        mc_rows = qa_rows.select([i for i, ok in enumerate(has_options) if ok]) if any(has_options) else None
+    if "vqa" in tasks and mc_rows is not None and vqa_scoring in ("rank", "both"):
+        ranked = rank_options(
+            model,
+            processor,
+            mc_rows["image"],
+            [format_question(q, o) for q, o in zip(mc_rows["question"], mc_rows["options"])],
+            mc_rows["options"],
+            response_length=vqa_gen_length or 8,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        summary["vqa_ranked"], ranked_scores = _vqa_section(mc_rows, ranked)
+        for i, (pred, score) in enumerate(zip(ranked, ranked_scores)):
+            predictions_log.append(
+                {
+                    "task": "vqa_ranked",
+                    "id": mc_rows[i]["id"],
+                    "prediction": pred,
+                    "answer": mc_rows[i]["answer"],
+                    "score": score,
+                }
+            )
+    if "vqa" in tasks and qa_rows is not None and vqa_scoring in ("generate", "both"):
         torch.manual_seed(seed)
         questions = [format_question(q, o) for q, o in zip(qa_rows["question"], qa_rows["options"])]
         kwargs = text_generation_overrides(model, vqa_gen_length, None, **extra)
@@ -964,12 +1084,13 @@ def results_to_markdown(summary: Mapping[str, Any]) -> str:
     table = eval_summary_to_markdown(summary)
     if table:
         lines += [table.split("\n\n", 1)[-1], ""]
-    for section in ("vqa", "reasoning"):
+    titles = {"vqa": "VQA", "vqa_ranked": "VQA (option ranking)", "reasoning": "Reasoning"}
+    for section, title in titles.items():
         data = summary.get(section)
         if not isinstance(data, Mapping):
             continue
         lines += [
-            f"**{section.upper() if section == 'vqa' else 'Reasoning'} accuracy {data['accuracy']:.3f}** "
+            f"**{title} accuracy {data['accuracy']:.3f}** "
             f"(chance {data['chance']:.3f}, n = {data['n']})",
             "",
         ]

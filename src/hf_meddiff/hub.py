@@ -55,6 +55,7 @@ TEMPLATE_ENV_VAR = "HF_MEDDIFF_MODEL_CARD_TEMPLATE"
 # Sections of an evaluation summary (as written by `hf_meddiff.evaluation`) -> Hub task.
 EVAL_SECTION_TASKS: dict[str, tuple[str, str]] = {
     "vqa": ("visual-question-answering", "Visual question answering"),
+    "vqa_ranked": ("visual-question-answering", "Visual question answering (option ranking)"),
     "report": ("image-to-text", "Report generation"),
     "grounding": ("object-detection", "Visual grounding"),
     "image": ("text-to-image", "Report-to-image generation"),

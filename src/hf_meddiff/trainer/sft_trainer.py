@@ -310,7 +310,7 @@ class MedDiffSFTTrainer(Trainer):
         # The model returns unweighted per-example losses (no task_ids); the task weights apply here, so that the
         # per-task losses are logged unweighted (comparable across weightings, even for weight 0).
         task_ids = inputs.pop("task_ids", None)
-        outputs = model(**inputs, return_logits=return_logits)
+        outputs = model(**inputs, return_logits=return_logits, loss_weighting=self.args.loss_weighting)
         per_sample = outputs.per_sample_loss
         has_response = (inputs["labels"] != -100).any(dim=1)
         if task_ids is not None and has_response.any():

@@ -668,6 +668,7 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
         noise_mask: torch.BoolTensor,
         mask_ratio: torch.Tensor,
         task_ids: torch.LongTensor | None = None,
+        loss_weighting: str = "elbo",
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The loss of `docs/internals.md` from the logits of the masked RESPONSE positions.
 
@@ -675,6 +676,9 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
             token_logits (`torch.Tensor` of shape `[N, vocab_size]`): logits at `noise_mask & (labels != -100)`,
                 in row-major order.
             labels, noise_mask (`[B, L]`), mask_ratio (`[B]`), task_ids (`[B]`, *optional*).
+            loss_weighting (`str`): `"elbo"` divides the text cross-entropy sum by `t_b * n_text` (the
+                masked-diffusion bound); `"uniform"` averages it over the masked text tokens (no `1/t` weight:
+                lower-variance gradients, which small models trained briefly learn faster from).
 
         Returns:
             `(loss, text_loss, image_loss, per_sample_loss)`.
@@ -687,7 +691,13 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
         )
 
         num_text = is_text.sum(-1)
-        text_term = (ce * (noise_mask & is_text)).sum(-1) / (mask_ratio.float() * num_text).clamp(min=1e-12)
+        if loss_weighting == "elbo":
+            text_denominator = (mask_ratio.float() * num_text).clamp(min=1e-12)
+        elif loss_weighting == "uniform":
+            text_denominator = (noise_mask & is_text).sum(-1).clamp(min=1).float()
+        else:
+            raise ValueError(f"loss_weighting must be 'elbo' or 'uniform', got {loss_weighting!r}.")
+        text_term = (ce * (noise_mask & is_text)).sum(-1) / text_denominator
         num_image_masked = (noise_mask & is_image).sum(-1)
         image_term = (ce * (noise_mask & is_image)).sum(-1) / num_image_masked.clamp(min=1)
 
@@ -726,6 +736,7 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
         output_hidden_states: bool | None = None,
         return_logits: bool = True,
         generator: torch.Generator | None = None,
+        loss_weighting: str = "elbo",
         **kwargs,
     ) -> MedDiffMaskedDiffusionOutput:
         r"""
@@ -744,6 +755,8 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
             return_logits (`bool`): compute the full `[B, L, vocab]` logits; with `False` and `labels`, the head
                 runs only on the masked response positions (faster training).
             generator (`torch.Generator`, *optional*): randomness for the noise.
+            loss_weighting (`str`): `"elbo"` (default, the `1/t`-weighted bound) or `"uniform"` (mean over the
+                masked text tokens); see `masked_diffusion_loss`.
         """
         if labels is not None:
             if input_ids is None:
@@ -794,7 +807,7 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
             targets = noise_mask & (labels != IGNORE_INDEX)
             token_logits = logits[targets] if logits is not None else self.lm_head(hidden_states[targets])
             loss, text_loss, image_loss, per_sample_loss = self.masked_diffusion_loss(
-                token_logits, labels, noise_mask, mask_ratio, task_ids
+                token_logits, labels, noise_mask, mask_ratio, task_ids, loss_weighting=loss_weighting
             )
 
         return MedDiffMaskedDiffusionOutput(
