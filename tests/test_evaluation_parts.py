@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+from types import SimpleNamespace
+
 import datasets
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from hf_meddiff.evaluation import (
@@ -16,10 +19,12 @@ from hf_meddiff.evaluation import (
     load_data_arg,
     plot_image_grid,
     plot_training_curves,
+    rank_options,
     read_log_history,
     results_to_markdown,
     save_canonical,
 )
+from hf_meddiff.formatting import format_question
 
 
 def _rows():
@@ -126,3 +131,45 @@ def test_explicit_steps_round_up_to_a_multiple_of_the_blocks():
     assert text_generation_overrides(model, None, 16) == {"steps": 20}
     assert text_generation_overrides(model, 80, 10) == {"gen_length": 80, "steps": 10}
     assert text_generation_overrides(model, 12, 5) == {"gen_length": 12, "block_length": None, "steps": 5}
+
+
+@pytest.fixture(scope="module")
+def tiny_processor():
+    from hf_meddiff import MedDiffImageProcessor, MedDiffImageTokenizer, MedDiffProcessor
+    from hf_meddiff.text_tokenizer import train_text_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = train_text_tokenizer(["Which? alpha beta gamma delta A. B. C. D."] * 8, vocab_size=300)
+    image_tokenizer = MedDiffImageTokenizer.from_config_preset("tiny")
+    return MedDiffProcessor(MedDiffImageProcessor(size=32), tokenizer, image_tokenizer=image_tokenizer)
+
+
+class _FixedLogits(torch.nn.Module):
+    """A stand-in model whose logits favour a fixed set of token ids at every position."""
+
+    def __init__(self, favoured: list[int], vocab_size: int, mask_token_id: int):
+        super().__init__()
+        self.config = SimpleNamespace(mask_token_id=mask_token_id)
+        self.bias = torch.nn.Parameter(torch.full((vocab_size,), -5.0))
+        with torch.no_grad():
+            self.bias[favoured] = 5.0
+
+    def forward(self, input_ids, attention_mask=None):
+        return SimpleNamespace(logits=self.bias.expand(*input_ids.shape, -1))
+
+
+def test_rank_options_picks_the_option_the_model_finds_likely(tiny_processor):
+    processor = tiny_processor
+    tokenizer = processor.tokenizer
+    from hf_meddiff import MedDiffConfig
+
+    config = MedDiffConfig.from_preset("tiny", **processor.model_config_kwargs())
+    favoured = tokenizer("beta", add_special_tokens=False)["input_ids"] + [config.eos_token_id]
+    model = _FixedLogits(favoured, config.vocab_size, config.mask_token_id)
+    image = Image.fromarray(np.full((32, 32), 128, dtype=np.uint8))
+    options = [["alpha", "gamma", "beta", "delta"], ["beta", "alpha"], []]
+    questions = [format_question("Which?", o) for o in options]
+    letters = rank_options(model, processor, [image] * 3, questions, options, response_length=6)
+    assert letters == ["C", "A", ""]
+    with pytest.raises(ValueError, match="one question and one option list per image"):
+        rank_options(model, processor, [image], questions, options)

@@ -233,6 +233,29 @@ def test_loss_matches_a_hand_computation_on_a_fixed_noise_mask():
     torch.testing.assert_close(out.image_loss, out.per_sample_loss[1] / 0.5)
 
 
+def test_uniform_loss_weighting_averages_the_masked_text_tokens():
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    ids = text_ids(2, 10)
+    labels = torch.full_like(ids, -100)
+    labels[:, 4:] = ids[:, 4:]
+    noise_mask = torch.zeros_like(ids, dtype=torch.bool)
+    noise_mask[0, [4, 6]] = True
+    noise_mask[1, [5, 7, 8, 9]] = True
+    mask_ratio = torch.tensor([0.1, 0.9])
+    out = model(ids, labels=labels, noise_mask=noise_mask, mask_ratio=mask_ratio, loss_weighting="uniform")
+    logits = model(ids.masked_fill(noise_mask, model.config.mask_token_id)).logits
+    expected = torch.stack(
+        [F.cross_entropy(logits[row][noise_mask[row]], ids[row][noise_mask[row]]) for row in range(2)]
+    )
+    torch.testing.assert_close(out.per_sample_loss, expected)
+    elbo = model(ids, labels=labels, noise_mask=noise_mask, mask_ratio=mask_ratio)
+    # the bound divides the sum by t * n_text = 0.6 (row 0): far more than the mean of its two tokens
+    torch.testing.assert_close(elbo.per_sample_loss[0], expected[0] * 2 / (0.1 * 6))
+    with pytest.raises(ValueError, match="loss_weighting"):
+        model(ids, labels=labels, noise_mask=noise_mask, mask_ratio=mask_ratio, loss_weighting="mean")
+
+
 def test_head_on_masked_positions_only_gives_the_same_loss():
     model = tiny_model()
     ids = torch.cat([text_ids(3, 6), image_ids(3, 6)], dim=1)

@@ -193,6 +193,8 @@ def test_vqa_target_option_answers_with_the_option_text_that_the_scorer_accepts(
     )
     with pytest.raises(ValueError, match="vqa_target"):
         sft_args(tmp_path, vqa_target="word")
+    with pytest.raises(ValueError, match="loss_weighting"):
+        sft_args(tmp_path, loss_weighting="mean")
 
 
 def test_t2i_condition_dropout_trains_the_unconditional_prompt_guidance_uses(phantom, processor, tmp_path):

@@ -433,7 +433,12 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--gen-length", type=int, default=None, help="report canvas (default: the model's config)")
     p.add_argument("--steps", type=int, default=None, help="text denoising steps of reports")
     p.add_argument("--image-steps", type=int, default=None, help="MaskGIT steps of report-to-image")
-    p.add_argument("--vqa-gen-length", type=int, default=8, help="canvas of VQA answers")
+    p.add_argument(
+        "--vqa-gen-length",
+        type=int,
+        default=None,
+        help="canvas of VQA answers (default: the one the model was trained with, else 8)",
+    )
     p.add_argument(
         "--vqa-scoring",
         choices=("generate", "rank", "both"),

@@ -44,7 +44,7 @@ RECIPE_KEYS = {
 }
 FALLBACK = {"num_cases": 600, "image_size": 64, "tokenizer_preset": "embedded", "tokenizer_steps": 300,
             "tokenizer_batch_size": 32, "text_vocab_size": 1024, "max_steps": None}  # fmt: skip
-FULL_EVAL = {"eval_samples": 48, "vqa_gen_length": 8, "eval_steps": None}
+FULL_EVAL = {"eval_samples": 96, "vqa_gen_length": None, "eval_steps": None}  # VQA canvas: as trained
 QUICK = {
     "num_cases": 48,
     "image_size": 32,
@@ -54,7 +54,7 @@ QUICK = {
     "text_vocab_size": 1024,
     "max_steps": 4,
     "eval_samples": 6,
-    "vqa_gen_length": 8,
+    "vqa_gen_length": None,
     "eval_steps": 16,
 }
 # The tiny model and short canvases of `--quick` (passed to the SFT script as overrides of the recipe).

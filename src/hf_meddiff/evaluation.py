@@ -722,6 +722,19 @@ def _vqa_section(rows, predictions: Sequence[str]) -> tuple[dict[str, Any], list
     return section, scores
 
 
+def trained_vqa_length(model_dir: str | os.PathLike) -> int | None:
+    """The VQA answer canvas a model was trained with, from `sft_recipe.json` in its folder (`None` if unknown)."""
+    path = Path(model_dir) / "sft_recipe.json"
+    if not path.is_file():
+        return None
+    try:
+        training = json.loads(path.read_text(encoding="utf-8")).get("training") or {}
+    except (OSError, ValueError):
+        return None
+    length = (training.get("response_length_per_task") or {}).get("vqa", training.get("response_length"))
+    return int(length) if length else None
+
+
 def evaluate_model(
     model: Any,
     dataset,
@@ -734,7 +747,7 @@ def evaluate_model(
     gen_length: int | None = None,
     steps: int | None = None,
     image_steps: int | None = None,
-    vqa_gen_length: int | None = 8,
+    vqa_gen_length: int | None = None,
     vqa_scoring: str = "both",
     report_block_length: int | None = 8,
     reasoning_gen_length: int | None = 128,
@@ -763,8 +776,8 @@ def evaluate_model(
         image_steps: MaskGIT steps of report-to-image (default: the model's generation config).
         report_block_length: semi-autoregressive block length of reports when the model's generation config
             sets none (LLaDA-style blocks; one block over a long report repeats frequent words).
-        vqa_gen_length: canvas of VQA answers (a letter or option text and `<|eos|>` padding; 8 as in the
-            embedded recipe).
+        vqa_gen_length: canvas of VQA answers (a letter or option text and `<|eos|>` padding). Default: the
+            VQA `response_length` the model was trained with (its folder's `sft_recipe.json`), else 8.
         vqa_scoring: `"generate"` (sample an answer, match it to the options: section `vqa`), `"rank"` (pick
             the most likely option with `rank_options`: section `vqa_ranked`, multiple-choice rows only) or
             `"both"`.
@@ -793,6 +806,8 @@ def evaluate_model(
             trainer_state = Path(model_name)
     elif processor is None:
         raise ValueError("evaluate_model got a model object but no `processor`; pass processor=….")
+    if vqa_gen_length is None:
+        vqa_gen_length = trained_vqa_length(model_name) or 8
     model.eval()
     pipe = _pipeline(model, processor)
     rows = dataset.select(range(min(len(dataset), max_samples))) if max_samples else dataset

@@ -384,7 +384,24 @@ def main(argv: list[str] | None = None) -> int:
     trainer.save_model(training_args.output_dir)
     trainer.save_state()  # trainer_state.json (log history) next to the model
     if trainer.is_world_process_zero():
-        recipe = {"script": asdict(script_args), "model": asdict(model_args)}
+        recipe = {
+            "script": asdict(script_args),
+            "model": asdict(model_args),
+            # what evaluation needs to ask the way training taught (answer canvas, answer form)
+            "training": {
+                name: getattr(training_args, name)
+                for name in (
+                    "tasks",
+                    "vqa_target",
+                    "response_length",
+                    "response_length_per_task",
+                    "loss_weighting",
+                    "learning_rate",
+                    "max_steps",
+                    "per_device_train_batch_size",
+                )
+            },
+        }
         with open(os.path.join(training_args.output_dir, "sft_recipe.json"), "w", encoding="utf-8") as f:
             json.dump(recipe, f, indent=2, default=str)
     if eval_dataset is not None and training_args.eval_strategy != "no":
