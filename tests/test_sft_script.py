@@ -58,6 +58,9 @@ def test_tiny_medphantom_run_trains_and_saves_model_processor_and_state(tmp_path
     assert (
         generation_config["gen_length"] == 160 and generation_config["block_length"] == 8
     )  # the recipe's blocks
+    from hf_meddiff.evaluation import trained_vqa_length
+
+    assert trained_vqa_length(out) == 8  # evaluation asks on the VQA canvas the run trained
 
     from hf_meddiff import MedDiffForMaskedDiffusion
     from hf_meddiff.models.meddiff import MedDiffProcessor
