@@ -51,9 +51,12 @@ def test_quick_demo_runs_every_stage_and_writes_the_table(demo_run, capsys):
         "microscopy",
     }
     assert {"bleu_1", "rouge_l", "cider", "clinical_efficacy"} <= set(results["report"])
+    ranked = results["vqa_ranked"]  # every quick-demo question is multiple choice
+    assert ranked["n"] == results["vqa"]["n"] and 0 <= ranked["accuracy"] <= 1
     markdown = (out / "eval" / "results.md").read_text()
     assert (
         "| Visual question answering | Accuracy |" in markdown
+        and "| Visual question answering (option ranking) | Accuracy |" in markdown
         and "BLEU-1" in markdown
         and "ROUGE-L" in markdown
     )
@@ -61,7 +64,7 @@ def test_quick_demo_runs_every_stage_and_writes_the_table(demo_run, capsys):
         with Image.open(out / "eval" / name) as image:
             assert image.size[0] > 200
     lines = (out / "eval" / "predictions.jsonl").read_text().splitlines()
-    assert {json.loads(line)["task"] for line in lines} == {"vqa", "report"}
+    assert {json.loads(line)["task"] for line in lines} == {"vqa", "vqa_ranked", "report"}
 
 
 @pytest.mark.slow
