@@ -572,7 +572,9 @@ def rank_options(
     device = next(model.parameters()).device
     mask_id = model.config.mask_token_id
     letters: list[str] = []
-    for start in tqdm(range(0, len(images), batch_size), desc="VQA option ranking", unit="batch", disable=not progress):
+    for start in tqdm(
+        range(0, len(images), batch_size), desc="VQA option ranking", unit="batch", disable=not progress
+    ):
         stop = min(start + batch_size, len(images))
         codes = processor.encode_images(list(images[start:stop])).tolist()
         texts, image_ids, responses, owners = [], [], [], []
@@ -597,7 +599,9 @@ def rank_options(
             response = labels != -100
             input_ids = encoded["input_ids"].to(device).masked_fill(response, mask_id)
             with torch.no_grad():
-                logits = model(input_ids=input_ids, attention_mask=encoded["attention_mask"].to(device)).logits
+                logits = model(
+                    input_ids=input_ids, attention_mask=encoded["attention_mask"].to(device)
+                ).logits
             token_ce = torch.nn.functional.cross_entropy(
                 logits.float().transpose(1, 2), labels.clamp(min=0), reduction="none"
             )
@@ -1105,8 +1109,7 @@ def results_to_markdown(summary: Mapping[str, Any]) -> str:
         if not isinstance(data, Mapping):
             continue
         lines += [
-            f"**{title} accuracy {data['accuracy']:.3f}** "
-            f"(chance {data['chance']:.3f}, n = {data['n']})",
+            f"**{title} accuracy {data['accuracy']:.3f}** (chance {data['chance']:.3f}, n = {data['n']})",
             "",
         ]
         for group in ("per_modality", "per_question_type"):

@@ -49,7 +49,9 @@ from .image_processing_meddiff import (  # noqa: E402
 from .image_tokenizer_meddiff import MedDiffImageTokenizer  # noqa: E402
 from .processing_meddiff import MedDiffProcessor  # noqa: E402
 
-AutoImageProcessor.register(MedDiffConfig, image_processor_classes={"pil": MedDiffImageProcessor}, exist_ok=True)
+AutoImageProcessor.register(
+    MedDiffConfig, image_processor_classes={"pil": MedDiffImageProcessor}, exist_ok=True
+)
 AutoProcessor.register(MedDiffConfig, MedDiffProcessor, exist_ok=True)
 
 __all__ += [
