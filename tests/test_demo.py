@@ -187,3 +187,26 @@ def test_demo_says_plainly_which_stage_is_not_available(tmp_path, monkeypatch, c
         json.loads((tmp_path / "summary.json").read_text())["stages"]["pretraining"]["status"]
         == "not available"
     )
+
+
+def test_generate_answers_vqa_on_the_canvas_the_model_was_trained_with(
+    demo_run, tmp_path, monkeypatch, capsys
+):
+    from hf_meddiff import evaluation
+
+    _, out = demo_run
+    image = tmp_path / "scan.png"
+    Image.new("L", (32, 32), 80).save(image)
+    model = str(out / "model")
+    seen = []
+    real = evaluation.text_generation_overrides
+
+    def spy(model_, gen_length, steps, **extra):
+        seen.append(gen_length)
+        return real(model_, gen_length, steps, **extra)
+
+    monkeypatch.setattr(evaluation, "text_generation_overrides", spy)
+    argv = ["generate", "--model", model, "--image", str(image), "--question", "Which modality?"]
+    assert cli.main([*argv, "--options", "CT", "MRI"]) == 0
+    assert seen == [evaluation.trained_vqa_length(model)] and seen[0] == 4  # the recipe's VQA canvas
+    assert capsys.readouterr().out.endswith("\n")

@@ -658,6 +658,8 @@ def generate_one(
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         picture.save(output)
         return f"saved {output}"
+    if task == "vqa" and gen_length is None:
+        gen_length = trained_vqa_length(model_path)  # answer on the canvas VQA was trained with
     kwargs = text_generation_overrides(model, gen_length, steps)
     text_question = format_question(question, options) if task == "vqa" else None  # None: report instruction
     text = pipe(image=_open_image(image), question=text_question, **kwargs).text
