@@ -577,13 +577,12 @@ def rank_options(
     ):
         stop = min(start + batch_size, len(images))
         codes = processor.encode_images(list(images[start:stop])).tolist()
-        texts, image_ids, responses, owners = [], [], [], []
+        texts, image_ids, responses = [], [], []
         for row in range(start, stop):
             for option in options[row] or []:
                 texts.append(questions[row])
                 image_ids.append(codes[row - start])
                 responses.append(str(option))
-                owners.append(row)
         scores = torch.empty(0)
         if responses:
             encoded = processor(
@@ -606,9 +605,11 @@ def rank_options(
                 logits.float().transpose(1, 2), labels.clamp(min=0), reduction="none"
             )
             scores = (token_ce * response).sum(-1).cpu()
+        offset = 0  # the options of each row sit side by side, in row order
         for row in range(start, stop):
-            picks = [k for k, owner in enumerate(owners) if owner == row]
-            letters.append(OPTION_LETTERS[int(scores[picks].argmin())] if picks else "")
+            count = len(options[row] or [])
+            letters.append(OPTION_LETTERS[int(scores[offset : offset + count].argmin())] if count else "")
+            offset += count
     return letters
 
 
@@ -702,6 +703,22 @@ def finding_labeler_for(rows) -> Any:
     if "boxes" in rows.column_names:
         names.update(b["label"] for bs in rows["boxes"] for b in (bs or []) if b.get("label"))
     return FindingLabeler.from_names(sorted(names), no_finding=None) if names else FindingLabeler.chexpert()
+
+
+def _rows_with(rows, column: str):
+    """The rows whose `column` is non-empty (`None` when the column is missing or no row has it)."""
+    if column not in rows.column_names:
+        return None
+    keep = [i for i, value in enumerate(rows[column]) if value]
+    return rows.select(keep) if keep else None
+
+
+def _scored_predictions(task: str, rows, predictions: Sequence[str], scores: Sequence[float]) -> list[dict]:
+    """`predictions.jsonl` entries of a question-answering task."""
+    return [
+        {"task": task, "id": row_id, "prediction": pred, "answer": answer, "score": score}
+        for row_id, answer, pred, score in zip(rows["id"], rows["answer"], predictions, scores)
+    ]
 
 
 def _vqa_section(rows, predictions: Sequence[str]) -> tuple[dict[str, Any], list[float]]:
@@ -833,18 +850,13 @@ def evaluate_model(
     predictions_log: list[dict[str, Any]] = []
     extra = dict(generation_kwargs or {})
 
-    has_question = [bool(q) for q in rows["question"]] if "question" in rows.column_names else []
-    qa_rows = rows.select([i for i, ok in enumerate(has_question) if ok]) if any(has_question) else None
-    has_report = [bool(r) for r in rows["report"]] if "report" in rows.column_names else []
-    report_rows = rows.select([i for i, ok in enumerate(has_report) if ok]) if any(has_report) else None
+    qa_rows = _rows_with(rows, "question")
+    report_rows = _rows_with(rows, "report")
 
     if vqa_scoring not in ("generate", "rank", "both"):
         raise ValueError(f"vqa_scoring must be 'generate', 'rank' or 'both', got {vqa_scoring!r}.")
     vqa_predictions: list[str] | None = None
-    mc_rows = None
-    if qa_rows is not None and "options" in qa_rows.column_names:
-        has_options = [bool(o) for o in qa_rows["options"]]
-        mc_rows = qa_rows.select([i for i, ok in enumerate(has_options) if ok]) if any(has_options) else None
+    mc_rows = _rows_with(qa_rows, "options") if qa_rows is not None else None
     if "vqa" in tasks and mc_rows is not None and vqa_scoring in ("rank", "both"):
         ranked = rank_options(
             model,
@@ -852,21 +864,12 @@ def evaluate_model(
             mc_rows["image"],
             [format_question(q, o) for q, o in zip(mc_rows["question"], mc_rows["options"])],
             mc_rows["options"],
-            response_length=vqa_gen_length or 8,
+            response_length=vqa_gen_length,
             batch_size=batch_size,
             progress=progress,
         )
         summary["vqa_ranked"], ranked_scores = _vqa_section(mc_rows, ranked)
-        for i, (pred, score) in enumerate(zip(ranked, ranked_scores)):
-            predictions_log.append(
-                {
-                    "task": "vqa_ranked",
-                    "id": mc_rows[i]["id"],
-                    "prediction": pred,
-                    "answer": mc_rows[i]["answer"],
-                    "score": score,
-                }
-            )
+        predictions_log += _scored_predictions("vqa_ranked", mc_rows, ranked, ranked_scores)
     if "vqa" in tasks and qa_rows is not None and vqa_scoring in ("generate", "both"):
         torch.manual_seed(seed)
         questions = [format_question(q, o) for q, o in zip(qa_rows["question"], qa_rows["options"])]
@@ -881,16 +884,7 @@ def evaluate_model(
             **kwargs,
         )
         summary["vqa"], scores = _vqa_section(qa_rows, vqa_predictions)
-        for i, (pred, score) in enumerate(zip(vqa_predictions, scores)):
-            predictions_log.append(
-                {
-                    "task": "vqa",
-                    "id": qa_rows[i]["id"],
-                    "prediction": pred,
-                    "answer": qa_rows[i]["answer"],
-                    "score": score,
-                }
-            )
+        predictions_log += _scored_predictions("vqa", qa_rows, vqa_predictions, scores)
         files["vqa_per_modality_plot"] = str(
             plot_accuracy_bars(
                 summary["vqa"]["per_modality"],
@@ -922,16 +916,7 @@ def evaluate_model(
             reasoning_predictions
         )
         summary["reasoning"] = {k: v for k, v in section.items() if k != "per_question_type"}
-        for i, (pred, score) in enumerate(zip(reasoning_predictions, scores)):
-            predictions_log.append(
-                {
-                    "task": "reasoning",
-                    "id": qa_rows[i]["id"],
-                    "prediction": pred,
-                    "answer": qa_rows[i]["answer"],
-                    "score": score,
-                }
-            )
+        predictions_log += _scored_predictions("reasoning", qa_rows, reasoning_predictions, scores)
 
     # Grounding: whenever generated answers / rationales contain boxes.
     generated = reasoning_predictions or vqa_predictions
