@@ -47,7 +47,7 @@ def test_forward_returns_logits_over_the_unified_vocabulary():
     model = tiny_model()
     out = model(text_ids(2, 7))
     assert out.logits.shape == (2, 7, 192)
-    assert out.loss is None and out.past_key_values is None
+    assert out.loss is None and out.cache is None
 
 
 def test_return_dict_false_gives_a_tuple():
@@ -341,10 +341,10 @@ def test_block_recomputed_from_the_cache_matches_the_full_forward():
     model = tiny_model()
     ids, mask = pad_batch([text_ids(9), text_ids(12)], side="left")
     full = model(ids, attention_mask=mask, use_cache=True)
-    cache = full.past_key_values
+    cache = full.cache
     assert isinstance(cache, MedDiffCache) and len(cache) == 2 and cache.get_seq_length() == 12
     before = [k.clone() for k in cache.key_cache]
-    block = model(ids[:, 5:9], attention_mask=mask, past_key_values=cache, cache_start=5)
+    block = model(ids[:, 5:9], attention_mask=mask, cache=cache, cache_start=5)
     torch.testing.assert_close(block.logits, full.logits[:, 5:9], rtol=1e-5, atol=1e-5)
     assert all(torch.equal(k, b) for k, b in zip(cache.key_cache, before))  # read-only by default
 
@@ -353,21 +353,21 @@ def test_prefix_mode_on_a_cropped_cache_matches_the_full_forward():
     model = tiny_model()
     ids = text_ids(2, 12)
     full = model(ids, use_cache=True)
-    cache = full.past_key_values
+    cache = full.cache
     cache.crop(7)
     assert cache.get_seq_length() == 7
-    suffix = model(ids[:, 7:], past_key_values=cache)  # cache_start defaults to the cache length
+    suffix = model(ids[:, 7:], cache=cache)  # cache_start defaults to the cache length
     torch.testing.assert_close(suffix.logits, full.logits[:, 7:], rtol=1e-5, atol=1e-5)
 
 
 def test_update_cache_writes_the_new_block_keys():
     model = tiny_model()
     ids = text_ids(1, 10)
-    cache = model(ids, use_cache=True).past_key_values
+    cache = model(ids, use_cache=True).cache
     changed = ids.clone()
     changed[0, 3:6] = text_ids(3)
-    model(changed[:, 3:6], past_key_values=cache, cache_start=3, update_cache=True)
-    fresh = model(changed, use_cache=True).past_key_values
+    model(changed[:, 3:6], cache=cache, cache_start=3, update_cache=True)
+    fresh = model(changed, use_cache=True).cache
     # layer-0 keys depend only on the token and its position, so the written block is exact
     torch.testing.assert_close(cache.key_cache[0], fresh.key_cache[0], rtol=1e-6, atol=1e-6)
     assert cache.get_seq_length() == 10
@@ -376,8 +376,8 @@ def test_update_cache_writes_the_new_block_keys():
 def test_cache_mode_requires_a_full_length_attention_mask():
     model = tiny_model()
     ids = text_ids(1, 10)
-    cache = model(ids, use_cache=True).past_key_values
+    cache = model(ids, use_cache=True).cache
     with pytest.raises(ValueError, match=r"attention_mask has shape \(1, 4\) but \(1, 10\) was expected"):
-        model(ids[:, 2:6], attention_mask=torch.ones(1, 4), past_key_values=cache, cache_start=2)
+        model(ids[:, 2:6], attention_mask=torch.ones(1, 4), cache=cache, cache_start=2)
     with pytest.raises(ValueError, match="cache_start=3 needs a filled"):
         model(ids[:, 3:6], cache_start=3)

@@ -514,7 +514,7 @@ class MedDiffGenerationMixin:
             return self(input_ids=canvas, attention_mask=attention_mask).logits[:, start:end], None
         if cache is None:
             out = self(input_ids=canvas, attention_mask=attention_mask, use_cache=True)
-            cache = out.past_key_values
+            cache = out.cache
             if cache_mode == "prefix":
                 cache = _cropped(cache, start)
             return out.logits[:, start:end], cache
@@ -522,14 +522,14 @@ class MedDiffGenerationMixin:
             logits = self(
                 input_ids=canvas[:, start:],
                 attention_mask=attention_mask,
-                past_key_values=cache,
+                cache=cache,
                 cache_start=start,
             ).logits
             return logits[:, : end - start], cache
         logits = self(
             input_ids=canvas[:, start:end],
             attention_mask=attention_mask,
-            past_key_values=cache,
+            cache=cache,
             cache_start=start,
         ).logits
         return logits, cache

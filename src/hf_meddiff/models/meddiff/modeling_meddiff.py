@@ -23,7 +23,6 @@ from torch import nn
 from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput, can_return_tuple, logging
@@ -190,7 +189,7 @@ class MedDiffAttention(nn.Module):
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
-        past_key_values: MedDiffCache | None = None,
+        cache: MedDiffCache | None = None,
         cache_start: int = 0,
         update_cache: bool = False,
         **kwargs,
@@ -205,8 +204,8 @@ class MedDiffAttention(nn.Module):
         cos, sin = position_embeddings
         query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
 
-        if past_key_values is not None:
-            key_states, value_states = past_key_values.splice(
+        if cache is not None:
+            key_states, value_states = cache.splice(
                 key_states, value_states, self.layer_idx, start=cache_start, write=update_cache
             )
 
@@ -245,7 +244,7 @@ class MedDiffDecoderLayer(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        past_key_values: MedDiffCache | None = None,
+        cache: MedDiffCache | None = None,
         cache_start: int = 0,
         update_cache: bool = False,
         **kwargs,
@@ -256,7 +255,7 @@ class MedDiffDecoderLayer(GradientCheckpointingLayer):
             hidden_states=hidden_states,
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             cache_start=cache_start,
             update_cache=update_cache,
             **kwargs,
@@ -285,10 +284,10 @@ class MedDiffCache:
     >>> from hf_meddiff import MedDiffConfig, MedDiffForMaskedDiffusion
     >>> model = MedDiffForMaskedDiffusion(MedDiffConfig.from_preset("tiny")).eval()
     >>> ids = torch.randint(11, 128, (1, 12))
-    >>> cache = model(ids, use_cache=True).past_key_values
+    >>> cache = model(ids, use_cache=True).cache
     >>> cache.get_seq_length()
     12
-    >>> block = model(ids[:, 4:8], past_key_values=cache, cache_start=4).logits  # same as the full logits[:, 4:8]
+    >>> block = model(ids[:, 4:8], cache=cache, cache_start=4).logits  # same as the full logits[:, 4:8]
 
     ```
     """
@@ -344,13 +343,42 @@ class MedDiffCache:
         self.value_cache = [v[indices] for v in self.value_cache]
 
 
+def _cache_argument(cache: MedDiffCache | None, kwargs: dict) -> MedDiffCache | None:
+    """The block cache passed as `cache` or, by older code, as `past_key_values` (removed from `kwargs`).
+
+    transformers 5.24 renamed `past_key_values` to `cache` on model inputs and outputs; MedDiff uses `cache` on
+    every transformers version and accepts the older keyword so that existing callers keep working."""
+    legacy = kwargs.pop("past_key_values", None)
+    if cache is not None and legacy is not None:
+        raise ValueError("Pass the block cache once, as `cache` (not also as `past_key_values`).")
+    return cache if cache is not None else legacy
+
+
+@dataclass
+class MedDiffModelOutput(ModelOutput):
+    r"""
+    Output of [`MedDiffModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `[B, n, hidden_size]`): output of the final norm.
+        cache (`MedDiffCache`): the block cache (with `use_cache=True` or a given cache).
+        hidden_states (`tuple[torch.FloatTensor]`): embeddings and each layer's output, `[B, n, hidden_size]`.
+        attentions (`tuple[torch.FloatTensor]`): attention probabilities per layer, `[B, heads, n, L_k]` (eager).
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    cache: MedDiffCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
 class MedDiffPreTrainedModel(PreTrainedModel):
     config: MedDiffConfig
     config_class = MedDiffConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["MedDiffDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_attention_backend = True
@@ -414,7 +442,7 @@ class MedDiffModel(MedDiffPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: MedDiffCache | None = None,
+        cache: MedDiffCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         cache_start: int | None = None,
@@ -422,7 +450,7 @@ class MedDiffModel(MedDiffPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPast:
+    ) -> MedDiffModelOutput:
         r"""
         Args:
             input_ids (`torch.LongTensor` of shape `[B, n]`): token ids (the whole sequence, or the positions
@@ -431,13 +459,14 @@ class MedDiffModel(MedDiffPreTrainedModel):
                 over all key positions (with a cache: the full sequence length).
             position_ids (`torch.LongTensor` of shape `[B, n]`, *optional*): defaults to `attention_mask.cumsum(-1)
                 - 1` (so left/right padding does not change outputs), sliced to the input positions.
-            past_key_values (`MedDiffCache`, *optional*): keys/values of the other positions.
+            cache (`MedDiffCache`, *optional*): keys/values of the other positions (`past_key_values` is accepted
+                as the older name).
             use_cache (`bool`, *optional*): return a `MedDiffCache` (filled by this call if none is given).
             cache_start (`int`, *optional*): position of the first input token; defaults to the cache length.
-            update_cache (`bool`): write this call's keys/values into `past_key_values`.
+            update_cache (`bool`): write this call's keys/values into `cache`.
 
         Returns:
-            `BaseModelOutputWithPast` with `last_hidden_state` `[B, n, hidden_size]`, `past_key_values`,
+            `MedDiffModelOutput` with `last_hidden_state` `[B, n, hidden_size]`, `cache`,
             `hidden_states` (embeddings, then each layer's output; the last one normed) and `attentions`.
         """
         if (input_ids is None) ^ (inputs_embeds is not None):
@@ -452,15 +481,16 @@ class MedDiffModel(MedDiffPreTrainedModel):
             inputs_embeds = self.embed_tokens(input_ids)
         batch_size, query_length = inputs_embeds.shape[:2]
 
-        if use_cache and past_key_values is None:
-            past_key_values = MedDiffCache()
-        if past_key_values is not None and self.gradient_checkpointing and self.training:
+        cache = _cache_argument(cache, kwargs)
+        if use_cache and cache is None:
+            cache = MedDiffCache()
+        if cache is not None and self.gradient_checkpointing and self.training:
             logger.warning_once(
                 "A MedDiffCache is incompatible with gradient checkpointing in training; ignoring it."
             )
-            past_key_values = None
-        cache_length = past_key_values.get_seq_length() if past_key_values is not None else 0
-        if past_key_values is not None and cache_length > 0:
+            cache = None
+        cache_length = cache.get_seq_length() if cache is not None else 0
+        if cache is not None and cache_length > 0:
             cache_start = cache_length if cache_start is None else cache_start
             if not 0 <= cache_start <= cache_length:
                 raise ValueError(
@@ -471,7 +501,7 @@ class MedDiffModel(MedDiffPreTrainedModel):
         else:
             if cache_start not in (None, 0):
                 raise ValueError(
-                    f"cache_start={cache_start} needs a filled `past_key_values` cache; run a full forward with "
+                    f"cache_start={cache_start} needs a filled `cache`; run a full forward with "
                     "`use_cache=True` first."
                 )
             cache_start = 0
@@ -504,7 +534,7 @@ class MedDiffModel(MedDiffPreTrainedModel):
                 hidden_states,
                 attention_mask=bidirectional_mask,
                 position_embeddings=position_embeddings,
-                past_key_values=past_key_values,
+                cache=cache,
                 cache_start=cache_start,
                 update_cache=update_cache,
                 **kwargs,
@@ -515,9 +545,9 @@ class MedDiffModel(MedDiffPreTrainedModel):
         hidden_states = self.norm(hidden_states)
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
-        return BaseModelOutputWithPast(
+        return MedDiffModelOutput(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values,
+            cache=cache,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
         )
@@ -532,7 +562,7 @@ class MedDiffMaskedDiffusionOutput(ModelOutput):
         loss (`torch.FloatTensor` of shape `()`): masked-diffusion loss, mean of `per_sample_loss` over the samples
             that have a response (only with `labels`).
         logits (`torch.FloatTensor` of shape `[B, n, vocab_size]`): token scores (unless `return_logits=False`).
-        past_key_values (`MedDiffCache`): the block cache (with `use_cache=True` or a given cache).
+        cache (`MedDiffCache`): the block cache (with `use_cache=True` or a given cache).
         hidden_states (`tuple[torch.FloatTensor]`): embeddings and each layer's output, `[B, n, hidden_size]`.
         attentions (`tuple[torch.FloatTensor]`): attention probabilities per layer, `[B, heads, n, L_k]` (eager).
         text_loss (`torch.FloatTensor` of shape `()`): mean text term over samples with a text response.
@@ -545,7 +575,7 @@ class MedDiffMaskedDiffusionOutput(ModelOutput):
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-    past_key_values: MedDiffCache | None = None
+    cache: MedDiffCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     text_loss: torch.FloatTensor | None = None
@@ -727,7 +757,7 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
         noise_mask: torch.BoolTensor | None = None,
         mask_ratio: torch.Tensor | None = None,
         task_ids: torch.LongTensor | None = None,
-        past_key_values: MedDiffCache | None = None,
+        cache: MedDiffCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         cache_start: int | None = None,
@@ -751,13 +781,14 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
                 `noise_mask` and no `mask_ratio` it is the masked fraction of the text response.
             task_ids (`torch.LongTensor` of shape `[B]`, *optional*): index into `("vqa", "report", "t2i",
                 "reasoning")` selecting `config.task_loss_weights`.
-            past_key_values, use_cache, cache_start, update_cache: the block cache, see `MedDiffModel.forward`.
+            cache, use_cache, cache_start, update_cache: the block cache, see `MedDiffModel.forward`.
             return_logits (`bool`): compute the full `[B, L, vocab]` logits; with `False` and `labels`, the head
                 runs only on the masked response positions (faster training).
             generator (`torch.Generator`, *optional*): randomness for the noise.
             loss_weighting (`str`): `"elbo"` (default, the `1/t`-weighted bound) or `"uniform"` (mean over the
                 masked text tokens); see `masked_diffusion_loss`.
         """
+        cache = _cache_argument(cache, kwargs)
         if labels is not None:
             if input_ids is None:
                 raise ValueError(
@@ -767,9 +798,9 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
                 raise ValueError(
                     f"labels {tuple(labels.shape)} must have the shape of input_ids {tuple(input_ids.shape)}."
                 )
-            if past_key_values is not None or cache_start is not None:
+            if cache is not None or cache_start is not None:
                 raise ValueError(
-                    "The masked-diffusion loss needs a full forward; drop past_key_values/cache_start."
+                    "The masked-diffusion loss needs a full forward; drop cache/cache_start."
                 )
             if noise_mask is None:
                 noise_mask, mask_ratio = self.sample_noise_mask(
@@ -786,11 +817,11 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
             if labels is not None and mask_ratio is None:
                 mask_ratio = self._observed_mask_ratio(labels, noise_mask)
 
-        outputs: BaseModelOutputWithPast = self.model(
+        outputs: MedDiffModelOutput = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             cache_start=cache_start,
@@ -813,7 +844,7 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
         return MedDiffMaskedDiffusionOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             text_loss=text_loss,
@@ -837,5 +868,6 @@ __all__ = [
     "MedDiffForMaskedDiffusion",
     "MedDiffMaskedDiffusionOutput",
     "MedDiffModel",
+    "MedDiffModelOutput",
     "MedDiffPreTrainedModel",
 ]
