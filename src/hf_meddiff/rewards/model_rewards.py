@@ -1,15 +1,22 @@
 """Model-based rewards that hold a MedDiff pipeline: cycle consistency and multimodal inpainting.
 
-Both are callable classes in TRL's reward convention (`reward(prompts=..., completions=..., **columns)`), with a
-`__name__` for logging. They accept text completions (a report the policy wrote for the row's `image`) and image
-completions (an image the policy drew for the row's `report`): a PIL image, VQ codes / vocabulary ids `[g*g]`, a
-conversational message whose content holds `{"type": "image", "image": ...}`, or the row's `completion_ids` when
-they are g*g image tokens.
+Both are callable classes in TRL's reward convention (`reward(prompts=..., completions=..., completion_ids=...,
+**columns)`), with a `__name__` for logging. They accept text completions (a report the policy wrote for the row's
+`image`) and image completions (an image the policy drew for the row's `report`), given as
+
+- `completion_ids` (what TRL's `GRPOTrainer` passes; the completion string is then empty, since the processor's
+  `batch_decode` drops image tokens): g*g image vocabulary ids (VQ code + `image_token_offset`, other tokens such as
+  `<|eos|>` ignored), or exactly g*g raw VQ codes when the completion holds no text (for a text completion raw codes
+  could not be told from text ids). These codes go to the model as they are: decoding them to pixels and
+  re-encoding would change most of them.
+- the completion itself: a PIL image, VQ codes / vocabulary ids `[g*g]`, or a conversational message whose content
+  holds `{"type": "image", "image": ...}`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -62,14 +69,18 @@ class _PipelineReward:
 
     # -- reading inputs --------------------------------------------------------------------------------------
 
-    def _codes(self, value: Any) -> torch.LongTensor | None:
-        """VQ codes [g*g] from a PIL image / array image / codes / vocabulary ids; None when it is none of these."""
+    def _codes(self, value: Any, raw_codes: bool = True) -> torch.LongTensor | None:
+        """VQ codes [g*g] from a PIL image / array image / vocabulary ids / raw codes; None when it is none of these.
+
+        Ids are read as vocabulary ids first: the values in `[offset, offset + codebook)` minus the offset, when there
+        are exactly g*g of them. Otherwise, with `raw_codes=True`, exactly g*g values in `[0, codebook)` are raw codes.
+        """
         if value is None:
             return None
         if isinstance(value, (list, tuple)) and value and not isinstance(value[0], (int, np.integer)):
-            return self._codes(value[0])  # a list of images: the first one
+            return self._codes(value[0], raw_codes)  # a list of images: the first one
         if isinstance(value, Mapping):
-            return self._codes(value.get("image", value.get("images")))
+            return self._codes(value.get("image", value.get("images")), raw_codes)
         try:
             if isinstance(value, PIL.Image.Image) or (
                 isinstance(value, np.ndarray) and value.dtype != np.int64
@@ -78,15 +89,27 @@ class _PipelineReward:
             ids = torch.as_tensor(value).long().flatten()
         except Exception:  # noqa: BLE001 - anything unreadable is "no image"
             return None
+        if ids.numel() == 0:
+            return None
         codebook, offset = int(self.config.image_codebook_size), int(self.config.image_token_offset)
         image_part = ids[(ids >= offset) & (ids < offset + codebook)] - offset
         if len(image_part) == self.num_image_tokens:
             return image_part
-        if len(ids) == self.num_image_tokens and int(ids.min()) >= 0 and int(ids.max()) < codebook:
+        if (
+            raw_codes
+            and len(ids) == self.num_image_tokens
+            and int(ids.min()) >= 0
+            and int(ids.max()) < codebook
+        ):
             return ids
         return None
 
     def _completion_codes(self, completion: Any, completion_ids: Any) -> torch.LongTensor | None:
+        """VQ codes [g*g] of an image completion; None for a text completion (or an unreadable image).
+
+        A string (or text message) completion is an image when its `completion_ids` hold an image: g*g image
+        vocabulary ids, or g*g raw codes when the string is empty (TRL's form of an image completion).
+        """
         if isinstance(completion, (list, tuple)) and completion and isinstance(completion[0], Mapping):
             for message in completion:
                 content = message.get("content")
@@ -94,9 +117,11 @@ class _PipelineReward:
                     for part in content:
                         if isinstance(part, Mapping) and part.get("type") == "image":
                             return self._codes(part.get("image"))
-            return self._codes(completion_ids)
-        if isinstance(completion, str):
-            return self._codes(completion_ids)
+        if isinstance(completion, str) or (
+            isinstance(completion, (list, tuple)) and completion and isinstance(completion[0], Mapping)
+        ):
+            text = completion_text(completion) or ""
+            return self._codes(completion_ids, raw_codes=not text.strip())
         return self._codes(completion) if completion is not None else self._codes(completion_ids)
 
     @staticmethod
@@ -111,6 +136,60 @@ class _PipelineReward:
             if codes is not None:
                 return codes
         return None
+
+    def _image_to_text(self, codes: torch.LongTensor, **kwargs: Any) -> Any:
+        """`pipeline(image=..., **kwargs)` for images given as VQ codes [B, g*g]: an output with `.text` and
+        `.sequences`.
+
+        With a [`MedDiffPipeline`] the codes enter the model as they are (`processor(image_ids=...)` then
+        `model.generate`, the pipeline's image -> text steps); any other pipeline callable gets the decoded images.
+        """
+        from ..generation.pipeline_meddiff import MedDiffPipeline
+
+        offset = int(self.config.image_token_offset)
+        if not isinstance(self.pipeline, MedDiffPipeline):
+            return self.pipeline(image=self.processor.decode_images(codes + offset), **kwargs)
+        model = self.pipeline.model
+        batch_size = len(codes)
+        question = kwargs.pop("question", None)
+        questions = (
+            [question] * batch_size if question is None or isinstance(question, str) else list(question)
+        )
+        options = kwargs.pop("options", None)
+        if options is not None and (not options or isinstance(options[0], str)):
+            options = [options] * batch_size
+        response_ids = kwargs.pop("response_ids", None)
+        response_keep_mask = kwargs.pop("response_keep_mask", None)
+        generator = kwargs.pop("generator", None)
+        config = self.pipeline._generation_config(kwargs.pop("generation_config", None))
+        if kwargs.get("guidance_scale") is not None:
+            kwargs["cfg_scale"] = kwargs.pop("guidance_scale")
+        if kwargs.get("num_inference_steps") is not None:
+            kwargs["steps"] = kwargs.pop("num_inference_steps")
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        if response_ids is not None:
+            kwargs.pop("gen_length", None)
+            response_ids = torch.as_tensor(response_ids).long().to(model.device)
+            response_keep_mask = torch.as_tensor(response_keep_mask).bool().to(model.device)
+        batch = self.processor(
+            image_ids=codes.cpu(),
+            text=["" if q is None else q for q in questions],
+            task=["report" if q is None else "vqa" for q in questions],
+            options=options,
+            add_response=False,
+            padding_side="left",
+        )
+        out = model.generate(
+            batch["input_ids"].to(model.device),
+            batch["attention_mask"].to(model.device),
+            generation_config=config,
+            response_ids=response_ids,
+            response_keep_mask=response_keep_mask,
+            generator=generator,
+            return_dict_in_generate=True,
+            **kwargs,
+        )
+        return SimpleNamespace(text=self.processor.batch_decode(out.sequences), sequences=out.sequences)
 
     def _features(self, codes: torch.LongTensor) -> torch.Tensor:
         """Codebook embeddings of codes [B, g*g] -> [B, g*g, D]."""
@@ -228,10 +307,8 @@ class CycleConsistencyReward(_PipelineReward):
             images.append(codes)
             refs.append(reference)
         if todo:
-            offset = int(self.config.image_token_offset)
-            pictures = self.processor.decode_images(torch.stack(images) + offset)
-            described = self.pipeline(
-                image=pictures, generator=self._next_generator(), **self.call_kwargs
+            described = self._image_to_text(
+                torch.stack(images), generator=self._next_generator(), **self.call_kwargs
             ).text
             scores = report_reward(described, report=refs, metric=self.text_metric)
             for i, score in zip(todo, scores):
@@ -309,19 +386,16 @@ class InpaintingReward(_PipelineReward):
         return mask
 
     def _pair(self, completion: Any, kwargs: dict, i: int) -> tuple[Any, Any, bool]:
-        """(image codes or None, text or None, completion_usable)."""
-        text = completion_text(completion) if not isinstance(completion, PIL.Image.Image) else None
-        if text is not None and not isinstance(completion, (torch.Tensor, np.ndarray)):
-            has_image_part = isinstance(completion, (list, tuple)) and any(
-                isinstance(m, Mapping)
-                and isinstance(m.get("content"), (list, tuple))
-                and any(isinstance(p, Mapping) and p.get("type") == "image" for p in m["content"])
-                for m in completion
-            )
-            if not has_image_part:
-                report = extract_answer(text).strip()
-                return self._image_codes_of_row(kwargs, i), report, bool(report)
+        """(image codes or None, text or None, completion_usable).
+
+        An image completion (see `_completion_codes`, `completion_ids` included) pairs with the row's `report`; a
+        text completion with the row's `image` / `image_ids`.
+        """
         codes = self._completion_codes(completion, self._row(kwargs.get("completion_ids"), i))
+        text = completion_text(completion) if codes is None else None
+        if text is not None:
+            report = extract_answer(text).strip()
+            return self._image_codes_of_row(kwargs, i), report, bool(report)
         reference = self._row(kwargs.get("report"), i)
         reference = reference if isinstance(reference, str) and reference.strip() else None
         return codes, reference, codes is not None
@@ -397,13 +471,11 @@ class InpaintingReward(_PipelineReward):
                 response[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
                 masked[b, : len(ids)] = self.random_mask(len(ids))
         valid = masked.any(dim=1)
-        offset = int(self.config.image_token_offset)
-        pictures = self.processor.decode_images(torch.stack(codes_list) + offset)
         steps = int(masked.sum(1).max().clamp(min=1))
         overrides = {"block_length": length, "steps": steps, **self.call_kwargs}
         out = (
-            self.pipeline(
-                image=pictures,
+            self._image_to_text(
+                torch.stack(codes_list),
                 question=questions,
                 response_ids=response,
                 response_keep_mask=~masked,
