@@ -407,6 +407,93 @@ def _token_id(model_config: Any, attribute: str, token: str) -> int:
     return DEFAULT_TOKEN_IDS[token] if value is None else int(value)
 
 
+# transformers `GenerationConfig` fields and the `MedDiffGenerationConfig` field each one sets
+SHARED_GENERATION_FIELDS = {
+    "max_new_tokens": "gen_length",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "eos_token_id": "eos_token_id",
+    "pad_token_id": "pad_token_id",
+    "bos_token_id": "bos_token_id",
+    "return_dict_in_generate": "return_dict_in_generate",
+}
+# transformers fields accepted at the value that asks for nothing the masked-diffusion sampler does not do
+NEUTRAL_GENERATION_VALUES = {
+    "num_beams": 1,
+    "num_beam_groups": 1,
+    "num_return_sequences": 1,
+    "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "output_scores": False,
+    "output_logits": False,
+    "output_attentions": False,
+    "output_hidden_states": False,
+    "use_cache": True,  # MedDiff's block cache is approximate: it is `cache_mode`, never switched on implicitly
+}
+
+
+def generation_config_fields(config: GenerationConfig) -> dict[str, Any]:
+    """The `MedDiffGenerationConfig` fields a plain transformers `GenerationConfig` sets (its fields that differ
+    from `GenerationConfig()`).
+
+    `max_new_tokens` is `gen_length`; `temperature`, `top_k`, `top_p`, the special-token ids and
+    `return_dict_in_generate` keep their names; `do_sample=False` is `temperature=0` (greedy) and `do_sample=True`
+    samples at `temperature` (1.0 when unset); `use_cache=False` is `cache_mode="none"`. MedDiff field names set on
+    the config (`GenerationConfig(block_length=8)`) pass through. Any other set field (`num_beams=4`,
+    `max_length`, `repetition_penalty`, ...) means nothing to the masked-diffusion sampler: a `ValueError` names it.
+
+    >>> generation_config_fields(GenerationConfig(max_new_tokens=4, do_sample=True, top_k=5))
+    {'gen_length': 4, 'top_k': 5, 'temperature': 1.0}
+    """
+    defaults = GenerationConfig().to_dict()
+    meddiff_fields = set(MedDiffGenerationConfig().to_dict())
+    given = {
+        key: value
+        for key, value in config.to_dict().items()
+        if not key.startswith("_") and key != "transformers_version" and value != defaults.get(key)
+    }
+    do_sample = given.pop("do_sample", None)
+    use_cache = given.pop("use_cache", None)
+    fields: dict[str, Any] = {}
+    unsupported: dict[str, Any] = {}
+    for key, value in given.items():
+        if key in SHARED_GENERATION_FIELDS:
+            fields[SHARED_GENERATION_FIELDS[key]] = value
+        elif key in meddiff_fields:
+            fields[key] = value
+        elif key not in NEUTRAL_GENERATION_VALUES or value != NEUTRAL_GENERATION_VALUES[key]:
+            unsupported[key] = value
+    if unsupported:
+        hint = (
+            " (max_length counts the prompt: set max_new_tokens instead)"
+            if "max_length" in unsupported
+            else ""
+        )
+        raise ValueError(
+            f"GenerationConfig sets {unsupported}, which the MedDiff masked-diffusion sampler has no use for{hint}; "
+            "unset them. It reads max_new_tokens (as gen_length), temperature, top_k, top_p, do_sample, use_cache, "
+            "the special-token ids and return_dict_in_generate; its own options (block_length, steps, threshold, "
+            "cache_mode, ...) are MedDiffGenerationConfig fields."
+        )
+    if isinstance(fields.get("eos_token_id"), (list, tuple)):
+        eos = list(fields["eos_token_id"])
+        if len(eos) != 1:
+            raise ValueError(f"eos_token_id={eos}: the MedDiff sampler stops at one end token; give one id.")
+        fields["eos_token_id"] = eos[0]
+    if do_sample is False:
+        fields["temperature"] = 0.0
+    elif do_sample is True:
+        fields.setdefault("temperature", 1.0)
+        if fields["temperature"] == 0:
+            raise ValueError(
+                "do_sample=True with temperature=0: set temperature > 0 to sample, or do_sample=False."
+            )
+    if use_cache is False:
+        fields["cache_mode"] = "none"
+    return fields
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The mixin
 # ----------------------------------------------------------------------------------------------------------
@@ -442,8 +529,13 @@ class MedDiffGenerationMixin:
         **kwargs: Any,
     ) -> None:
         """Called by `from_pretrained`: loads `generation_config.json` of the folder as a MedDiffGenerationConfig."""
-        if generation_config is not None:
+        if isinstance(generation_config, MedDiffGenerationConfig):
             self.generation_config = MedDiffGenerationConfig.from_dict(generation_config.to_dict())
+            return
+        if generation_config is not None:
+            self.generation_config = MedDiffGenerationConfig.from_model_config(self.config)
+            self.generation_config.update(**generation_config_fields(generation_config))
+            self.generation_config.validate()
             return
         if pretrained_model_name_or_path is None:
             return
@@ -466,15 +558,32 @@ class MedDiffGenerationMixin:
             )
 
     def _prepare_generation_config(
-        self, generation_config: MedDiffGenerationConfig | None, **kwargs: Any
+        self, generation_config: GenerationConfig | None, **kwargs: Any
     ) -> MedDiffGenerationConfig:
-        """Priority: `**kwargs` > `generation_config` > `self.generation_config` > defaults + model token ids."""
-        base = (
-            generation_config if generation_config is not None else getattr(self, "generation_config", None)
-        )
-        if not isinstance(base, MedDiffGenerationConfig):
+        """Priority: `**kwargs` > `generation_config` > `self.generation_config` > defaults + model token ids.
+
+        A plain transformers `GenerationConfig` (passed, or as `self.generation_config`) overrides the fields it
+        sets, read by `generation_config_fields` (`max_new_tokens` -> `gen_length`, ...); a field the sampler has no
+        use for raises.
+        """
+        own = getattr(self, "generation_config", None)
+        base = own if isinstance(own, MedDiffGenerationConfig) else None
+        overrides: dict[str, Any] = {}
+        if own is not None and base is None and isinstance(own, GenerationConfig):
+            overrides = generation_config_fields(own)
+        if isinstance(generation_config, MedDiffGenerationConfig):
+            base, overrides = generation_config, {}
+        elif isinstance(generation_config, GenerationConfig):
+            overrides = {**overrides, **generation_config_fields(generation_config)}
+        elif generation_config is not None:
+            raise TypeError(
+                f"generation_config must be a MedDiffGenerationConfig or a transformers GenerationConfig, got "
+                f"{type(generation_config).__name__}."
+            )
+        if base is None:
             base = MedDiffGenerationConfig.from_model_config(self.config)
         config = copy.deepcopy(base)
+        kwargs = {**overrides, **kwargs}
         for name in ("mask_token_id", "pad_token_id", "eos_token_id", "bos_token_id"):
             if getattr(config, name) is None:
                 setattr(config, name, getattr(self.config, name, None))
@@ -541,7 +650,7 @@ class MedDiffGenerationMixin:
         self,
         input_ids: torch.LongTensor,
         attention_mask: torch.LongTensor | None = None,
-        generation_config: MedDiffGenerationConfig | None = None,
+        generation_config: GenerationConfig | None = None,
         *,
         response_ids: torch.LongTensor | None = None,
         response_keep_mask: torch.BoolTensor | None = None,
@@ -563,7 +672,8 @@ class MedDiffGenerationMixin:
                 `processor(..., padding_side="left", add_response=False)`.
             attention_mask (`torch.LongTensor` of shape `(batch_size, prompt_length)`, *optional*): 1 real, 0 pad.
             generation_config ([`MedDiffGenerationConfig`], *optional*): defaults to `self.generation_config`;
-                keyword arguments override its fields (`gen_length=64, threshold=0.9, ...`).
+                keyword arguments override its fields (`gen_length=64, threshold=0.9, ...`). A plain transformers
+                `GenerationConfig` overrides the fields it sets (see `generation_config_fields`).
             response_ids (`torch.LongTensor` of shape `(batch_size, gen_length)`, *optional*): text infilling: a
                 response whose positions with `response_keep_mask` True are fixed; the others are generated.
                 Sets `gen_length` to `response_ids.shape[1]`.
@@ -772,7 +882,7 @@ class MedDiffGenerationMixin:
         self,
         input_ids: torch.LongTensor,
         attention_mask: torch.LongTensor | None = None,
-        generation_config: MedDiffGenerationConfig | None = None,
+        generation_config: GenerationConfig | None = None,
         *,
         negative_input_ids: torch.LongTensor | None = None,
         negative_attention_mask: torch.LongTensor | None = None,
@@ -977,6 +1087,7 @@ __all__ = [
     "classifier_free_guidance",
     "confidence_scores",
     "filter_logits",
+    "generation_config_fields",
     "mask_schedule",
     "num_transfer_tokens",
     "sample_tokens",
