@@ -197,8 +197,7 @@ class DiffusionGRPOTrainer(GRPOTrainer):
             keep = list(row.get("keep_mask") or [])
             generated[index, :body] = True if not keep else ~torch.tensor(keep[:body], dtype=torch.bool)
             fill_eos[index] = not image
-        round_seed = random.Random(f"{self.args.seed}-{self._rollout_round}-{self.accelerator.process_index}")
-        seeds = torch.tensor([round_seed.randrange(2**31) for _ in rows], dtype=torch.long)
+        seeds = torch.tensor([self._row_seed(index, "mask") for index in range(len(rows))], dtype=torch.long)
         return {
             "meddiff_mask_seed": seeds.to(device),
             "meddiff_canvas": canvas.to(device),
@@ -215,12 +214,16 @@ class DiffusionGRPOTrainer(GRPOTrainer):
             )
         return [prompt_token_ids(row, self.processor) for row in self._rows], None, {}
 
+    def _row_seed(self, index: int, salt: str) -> int:
+        """A seed for row `index` of this process's generation batch, from the row's global position (process
+        index * rows per process + index), so one process and several see the same seeds for the same row."""
+        position = self.accelerator.process_index * len(self._rows) + index
+        return random.Random(f"{self.args.seed}-{self._rollout_round}-{position}-{salt}").randrange(2**31)
+
     def _row_generators(self, indices: Sequence[int], salt: str) -> list[torch.Generator]:
-        base = random.Random(
-            f"{self.args.seed}-{self._rollout_round}-{self.accelerator.process_index}-{salt}"
-        )
-        seeds = [base.randrange(2**31) for _ in range(len(self._rows))]
-        return [torch.Generator(self.accelerator.device).manual_seed(seeds[i]) for i in indices]
+        return [
+            torch.Generator(self.accelerator.device).manual_seed(self._row_seed(i, salt)) for i in indices
+        ]
 
     def _left_padded(self, prompt_ids: Sequence[Sequence[int]], indices: Sequence[int]):
         device = self.accelerator.device
