@@ -26,8 +26,9 @@ Field mapping (native -> canonical), in short:
   `imgs/<case>/detection.json` when `load_boxes=True`.
 - OmniMedVQA (`QA_information/Open-access/*.json`, image paths relative to the root): question,
   option_A..D -> options, gt_answer -> answer letter, question_type, modality_type -> modality.
-- PMC-VQA (`train.csv` / `test.csv` + `images/`): Figure_path, Question, Choice A..D (the "A:" prefix is
-  stripped), Answer_label (or Answer matched to a choice) -> answer letter.
+- PMC-VQA (version 1: `train.csv` / `test.csv` or `test_clean.csv` + `images/`; version 2: `train_2.csv` /
+  `test_2.csv` + `images_2/`): Figure_path, Question, Choice A..D (the "A:" prefix is stripped), Answer_label (or
+  Answer matched to a choice) -> answer letter.
 - ISIC (ground-truth / metadata CSV + images): the 2019 one-hot ground truth (image, MEL, NV, ...), the
   2020 `train.csv` (image_name, diagnosis, anatom_site_general_challenge) or an archive `metadata.csv`
   (isic_id, diagnosis, anatom_site_general) -> a four-option diagnosis question and a short templated
@@ -824,30 +825,113 @@ def load_omnimedvqa(
 # --- PMC-VQA ----------------------------------------------------------------------------------
 
 _PMC_CHOICES = ["Choice A", "Choice B", "Choice C", "Choice D"]
+# release files by version and split, in the order they are looked for (the README spells version 2 without "_")
+PMC_VQA_FILES: dict[int, dict[str, tuple[str, ...]]] = {
+    1: {"train": ("train.csv",), "test": ("test.csv",)},
+    2: {"train": ("train_2.csv", "train2.csv"), "test": ("test_2.csv", "test2.csv")},
+}
+PMC_VQA_TEST_CLEAN = "test_clean.csv"
+PMC_VQA_IMAGE_DIRS: dict[int, tuple[str, ...]] = {1: ("images",), 2: ("images_2", "images2", "images")}
+
+
+def pmc_vqa_files(
+    root: str, version: int | None = None, test_clean: bool = False
+) -> tuple[int, dict[str, str]]:
+    """(version, {split: CSV file name}) of a local PMC-VQA release, from the files `root` holds.
+
+    Version 1 is `train.csv` -> train and `test.csv` -> test, or `test_clean.csv` -> test with `test_clean=True`
+    (the manually checked test subset). Version 2 (non-compound images) is `train_2.csv` -> train and `test_2.csv`
+    -> test (`train2.csv` / `test2.csv` also found). `version=None` picks the version whose files are there,
+    version 1 when both are. Splits whose file is absent are left out; nothing found raises `FileNotFoundError`
+    naming the folder and every file name looked for.
+    """
+    if version not in (None, 1, 2):
+        raise ValueError(
+            f"load_pmc_vqa: version must be 1, 2 or None (whichever the folder holds), got {version!r}."
+        )
+    if test_clean and version == 2:
+        raise ValueError(
+            "load_pmc_vqa: test_clean.csv belongs to version 1; drop test_clean or use version=1."
+        )
+
+    def candidates(v: int) -> dict[str, tuple[str, ...]]:
+        names = dict(PMC_VQA_FILES[v])
+        if v == 1 and test_clean:
+            names["test"] = (PMC_VQA_TEST_CLEAN,)
+        return names
+
+    def found(v: int) -> dict[str, str]:
+        return {
+            split: next(name for name in names if os.path.isfile(os.path.join(root, name)))
+            for split, names in candidates(v).items()
+            if any(os.path.isfile(os.path.join(root, name)) for name in names)
+        }
+
+    versions = [version] if version is not None else ([1] if test_clean else [1, 2])
+    for v in versions:
+        files = found(v)
+        if files:
+            if version is None and v == 1 and found(2):
+                logger.info(
+                    "load_pmc_vqa: %s holds versions 1 and 2; reading version 1 (pass version=2).", root
+                )
+            return v, files
+    looked_for = [name for v in versions for names in candidates(v).values() for name in names]
+    present = sorted(os.listdir(root))
+    hint = (
+        f" It holds {PMC_VQA_TEST_CLEAN}: pass test_clean=True to read it as the test split."
+        if PMC_VQA_TEST_CLEAN in present and not test_clean
+        else ""
+    )
+    raise FileNotFoundError(
+        f"load_pmc_vqa: no PMC-VQA CSV in {root!r}; looked for {', '.join(looked_for)}"
+        f"{'' if test_clean or versions == [2] else f' ({PMC_VQA_TEST_CLEAN} with test_clean=True)'}. The folder holds "
+        f"{present[:20]}{' ...' if len(present) > 20 else ''}.{hint} Unpack the release there, or name the files "
+        "with files={'train': 'train.csv', 'test': 'test.csv'}."
+    )
 
 
 def load_pmc_vqa(
     root: str,
     split: str | None = None,
     *,
+    version: int | None = None,
+    test_clean: bool = False,
     files: dict[str, str] | None = None,
-    image_dir: str = "images",
+    image_dir: str | None = None,
     on_error: str = "raise",
     return_report: bool = False,
 ):
-    """PMC-VQA: `root/train.csv`, `root/test.csv` (columns Figure_path, Question, Answer, Choice A..D,
-    Answer_label) and images under `root/images/`.
+    """PMC-VQA: CSVs (columns Figure_path, Question, Answer, Choice A..D, Answer_label) with images in a folder.
 
-    `files` overrides the split -> CSV mapping (e.g. `{"test": "test_2.csv"}`). Choices lose their "A:"
-    prefix. The modality is guessed from modality words in the question and choices ("" when none,
-    counted as `modality_unknown`); the question type likewise.
+    Which CSV is which split (see `pmc_vqa_files`): version 1 `train.csv` -> train, `test.csv` -> test
+    (`test_clean=True`: `test_clean.csv` -> test), images in `images/`; version 2 `train_2.csv` -> train,
+    `test_2.csv` -> test, images in `images_2/` (else `images/`). `version=None` reads the version the folder
+    holds (1 when both). `files` replaces the mapping (e.g. `{"test": "test_2.csv"}`; version and test_clean are
+    then unused) and `image_dir` the image folder. A requested `split` whose file is absent raises, naming it.
+
+    Choices lose their "A:" prefix. The modality is guessed from modality words in the question and choices (""
+    when none, counted as `modality_unknown`); the question type likewise. Row ids are
+    `pmc_vqa-<file name without .csv>-<index>`.
     """
     c = _Collector("pmc_vqa", on_error)
-    files = files or {"train": "train.csv", "test": "test.csv"}
     if _is_hub_id(root):
         pairs = [(s, rec, root, i, None) for i, (s, rec) in enumerate(_hub_rows(root, split))]
     else:
         root = _check_root(root, "load_pmc_vqa")
+        if files is None:
+            version, files = pmc_vqa_files(root, version, test_clean)
+            if split is not None and _split_name(split) not in files:
+                wanted = PMC_VQA_FILES[version].get(_split_name(split), ())
+                if version == 1 and test_clean and _split_name(split) == "test":
+                    wanted = (PMC_VQA_TEST_CLEAN,)
+                raise FileNotFoundError(
+                    f"load_pmc_vqa: split {split!r} of version {version} needs {' or '.join(wanted) or 'a file'} "
+                    f"in {root!r}, which is not there; it holds {sorted(files.values())}."
+                )
+        if image_dir is None:
+            dirs = PMC_VQA_IMAGE_DIRS[version or 1]
+            image_dir = next((d for d in dirs if os.path.isdir(os.path.join(root, d))), dirs[0])
         pairs = []
         for split_name, name in files.items():
             if split is not None and _split_name(split) != split_name:
@@ -883,7 +967,7 @@ def load_pmc_vqa(
                 c.report.notes["modality_unknown"] += 1
             c.rows.append(
                 _row(
-                    id=f"pmc_vqa-{split_name}-{rec.get('index') or line}",
+                    id=f"pmc_vqa-{_pmc_file_stem(path, split_name)}-{rec.get('index') or line}",
                     image=image,
                     modality=modality,
                     question=question,
@@ -897,6 +981,11 @@ def load_pmc_vqa(
         except _Skip:
             continue
     return c.finish(return_report)
+
+
+def _pmc_file_stem(path: str, split_name: str) -> str:
+    name = os.path.basename(str(path))
+    return name[: -len(".csv")] if name.endswith(".csv") else split_name
 
 
 # --- ISIC -------------------------------------------------------------------------------------
