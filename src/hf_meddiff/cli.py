@@ -3,6 +3,7 @@
 ```
 hf-meddiff demo        the embedded default end to end: MedPhantom -> tokenizers -> pretraining -> evaluation
 hf-meddiff sft         masked-diffusion SFT / pretraining from a YAML recipe (`--config trainers/….yaml`)
+hf-meddiff grpo        GRPO of a trained MedDiff model (rule rewards, cycle consistency, inpainting)
 hf-meddiff ddpo        DDPO on Stable Diffusion from a YAML recipe
 hf-meddiff tokenizer   fit the VQ image tokenizer (and the text tokenizer) on a dataset's images
 hf-meddiff data        make / inspect MedPhantom, convert a public set to the canonical form
@@ -34,6 +35,10 @@ PASSTHROUGH = {
     "sft": (
         "hf_meddiff.trainer.sft_script",
         "masked-diffusion SFT / pretraining from a YAML recipe (see trainers/)",
+    ),
+    "grpo": (
+        "hf_meddiff.trainer.grpo.script",
+        "GRPO of a trained MedDiff model with rule and model-based rewards (see trainers/grpo_*.yaml)",
     ),
     "ddpo": (
         "hf_meddiff.trainer.ddpo_cli",

@@ -4,8 +4,8 @@ Completions are plain strings or conversational message lists (`[{"role": "assis
 columns arrive as keyword arguments (`answer`, `options`, `boxes`, `report`, ...). `None` means "not applicable" to
 TRL. Text rewards never raise on any completion string.
 
-- `accuracy_reward`, `format_reward` (`style=`), `repetition_penalty_reward`, `grounding_reward`, `report_reward`:
-  pure functions.
+- `accuracy_reward`, `format_reward` (`style=`), `repetition_penalty_reward`, `grounding_reward`, `report_reward`,
+  `reconstruction_reward` (inpainting rows): pure functions.
 - `CycleConsistencyReward`, `InpaintingReward`: model-based callable classes (hold a MedDiff pipeline).
 - `CompositeReward`, `NamedReward`, `reward_funcs_and_weights`: combine and name rewards for logging.
 - `CLIPScoreReward`, `OpenCLIPScoreReward`, `AttributeClassifierReward`, `RegionReward`, `DescriptionCycleReward`:
@@ -22,6 +22,7 @@ from .composite import CompositeReward, NamedReward, reward_funcs_and_weights
 from .format_rewards import format_reward
 from .grounding_rewards import grounding_reward
 from .other_rewards import repetition_penalty_reward
+from .reconstruction_rewards import reconstruction_reward
 from .report_rewards import report_reward
 
 # name -> submodule, imported on first access (model-based rewards pull in torch and the model code)
@@ -48,6 +49,7 @@ __all__ = [
     "accuracy_reward",
     "format_reward",
     "grounding_reward",
+    "reconstruction_reward",
     "repetition_penalty_reward",
     "report_reward",
     "reward_funcs_and_weights",

@@ -16,7 +16,8 @@ DEFAULT_REWARD_TASKS: dict[str, tuple[str, ...]] = {
     "report_reward": ("report",),
     "cycle_image_report_image_reward": ("report",),
     "cycle_report_image_report_reward": ("t2i",),
-    "inpainting_reward": ("report",),
+    "inpainting_image_reward": ("report",),
+    "inpainting_text_reward": ("t2i",),
     "reconstruction_reward": ("inpaint_image", "inpaint_text"),
 }
 """Tasks each built-in reward scores when `reward_tasks` does not say otherwise (others score every row)."""

@@ -19,6 +19,7 @@ iterations, logging, checkpointing and resume. This subclass replaces the seams 
 from __future__ import annotations
 
 import contextlib
+import copy
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -131,6 +132,11 @@ class DiffusionGRPOTrainer(GRPOTrainer):
                 f"beta={args.beta} needs a reference policy: pass `peft_config` (the reference is then the model "
                 "with the adapter disabled), or pass the model as a saved folder so a reference copy can be loaded."
             )
+        if peft_config is not None and getattr(peft_config, "task_type", None) is not None:
+            # TRL's `get_peft_config` asks for CAUSAL_LM, whose wrapper expects autoregressive generation hooks; a
+            # masked-diffusion model takes the plain `PeftModel` (LoRA layers are the same, generation is ours).
+            peft_config = copy.copy(peft_config)
+            peft_config.task_type = None
         config = model.config
         canvases = [args.completion_length(task) for task in args.tasks if task not in IMAGE_COMPLETION_TASKS]
         if args.block_length is not None and any(canvas % args.block_length for canvas in canvases):
