@@ -1,8 +1,9 @@
 """hf-meddiff: Hugging Face-native medical multimodal diffusion models.
 
 Importing the package registers the MedDiff Auto classes (`AutoConfig`, `AutoModel`,
-`AutoModelForMaskedLM`, `AutoProcessor`, `AutoImageProcessor`). Everything else loads lazily on
-first access, so `import hf_meddiff` stays cheap.
+`AutoModelForMaskedLM`, `AutoProcessor`, `AutoImageProcessor`) as transformers imports them (see
+`hf_meddiff.models.meddiff`). Everything else loads lazily on first access, so `import hf_meddiff` imports
+neither torch, transformers nor diffusers.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class _OptionalKernelNoteFilter(logging.Filter):
 
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_OptionalKernelNoteFilter())
 
-from . import models  # noqa: E402,F401  (registers the Auto classes)
+from . import models  # noqa: E402,F401  (registers the Auto classes when transformers imports them)
 
 # public name -> submodule that defines it
 _LAZY: dict[str, str] = {
