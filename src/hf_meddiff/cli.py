@@ -427,7 +427,12 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--data", default="medphantom", help="'medphantom' or a saved canonical dataset path")
     p.add_argument("--num-cases", type=int, default=200, help="MedPhantom cases when --data medphantom")
     p.add_argument("--split", default="test")
-    p.add_argument("--max-samples", type=int, default=None, help="evaluate at most this many rows")
+    p.add_argument(
+        "--max-samples",
+        type=int,
+        default=None,
+        help="evaluate at most this many rows (default: the whole split)",
+    )
     p.add_argument(
         "--tasks", default="vqa,report,t2i", help="comma list of vqa, report, reasoning (grounding), t2i"
     )
@@ -475,7 +480,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise CLIError(f"--tasks: unknown task(s) {unknown}; choose from {list(EVAL_TASKS)}.")
     from .evaluation import evaluate_model
 
+    if args.max_samples is not None and args.max_samples <= 0:
+        raise CLIError(f"--max-samples must be positive, got {args.max_samples}.")
     ds = load_data_or_exit(args.data, num_cases=args.num_cases, seed=args.seed, split=args.split)
+    selected = len(ds) if args.max_samples is None else min(len(ds), args.max_samples)
+    more = (
+        f"; --num-cases for more MedPhantom cases than {args.num_cases}" if args.data == "medphantom" else ""
+    )
+    print(
+        f"evaluating {selected} of {len(ds)} rows of {args.data} split {args.split!r} (--max-samples to change{more})"
+    )
     output_dir = args.output_dir or str(Path(args.model) / "eval")
     summary = evaluate_model(
         args.model,
