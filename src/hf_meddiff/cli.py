@@ -104,11 +104,16 @@ def _apply_yaml_config(parser: argparse.ArgumentParser, argv: Sequence[str], arg
     if not isinstance(values, dict):
         raise CLIError(f"--config {config}: the top level must be a mapping of option: value.")
     dests = {a.dest for a in parser._actions}
+    translate = parser.get_default("translate_config")
+    if translate is not None:
+        values = translate(values, config, dests)
     defaults = {}
     for key, value in values.items():
         dest = str(key).replace("-", "_")
-        if dest not in dests or dest in ("config", "help"):
-            known = ", ".join(sorted(d for d in dests if d not in ("config", "help", "func")))
+        if dest not in dests or dest in ("config", "help", "func", "translate_config"):
+            known = ", ".join(
+                sorted(d for d in dests if d not in ("config", "help", "func", "translate_config"))
+            )
             raise CLIError(f"--config {config}: unknown key {key!r}. Known keys: {known}.")
         defaults[dest] = value
     parser.set_defaults(**defaults)
@@ -290,6 +295,67 @@ def _run_data_convert(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------------
 
 
+# SFT recipe keys (trainers/*.yaml) that set a tokenizer option: recipe key -> option of `hf-meddiff tokenizer`
+TOKENIZER_RECIPE_KEYS = {
+    "medphantom_num_cases": "num_cases",
+    "dataset_train_split": "split",
+    "image_tokenizer_preset": "preset",
+    "image_tokenizer_steps": "max_steps",
+    "image_tokenizer_batch_size": "batch_size",
+    "text_vocab_size": "text_vocab_size",
+}
+
+
+def sft_recipe_keys() -> set[str]:
+    """Every key an SFT recipe may set: the fields of the SFT script's three argument dataclasses."""
+    import dataclasses
+
+    from trl import ModelConfig
+
+    from .trainer.sft_config import MedDiffSFTConfig
+    from .trainer.sft_script import MedDiffScriptArguments
+
+    return {
+        f.name for c in (MedDiffScriptArguments, MedDiffSFTConfig, ModelConfig) for f in dataclasses.fields(c)
+    }
+
+
+def _tokenizer_options_from_recipe(values: dict, config: str, dests: set[str]) -> dict:
+    """`--config` of `hf-meddiff tokenizer`: its own options, or an SFT recipe. From a recipe only the tokenizer
+    keys are read (`TOKENIZER_RECIPE_KEYS`, `dataset_name` / `dataset_path`, `seed`, and `output_dir` ->
+    `<output_dir>/tokenizers`, where the SFT run saves the tokenizers it trains); its other keys belong to other
+    stages and are ignored, also those named like a tokenizer option (`max_steps`, `learning_rate` are the SFT
+    run's). A key of neither is an error that names it."""
+    foreign = [key for key in values if str(key).replace("-", "_") not in dests]
+    if not foreign:
+        return values
+    recipe_keys = sft_recipe_keys()
+    unknown = sorted(str(key) for key in foreign if key not in recipe_keys)
+    if unknown:
+        raise CLIError(
+            f"--config {config}: unknown key(s) {unknown}: neither options of `{PROG} tokenizer` nor keys of an "
+            "SFT recipe (MedDiffScriptArguments, MedDiffSFTConfig, trl.ModelConfig)."
+        )
+    options = {key: value for key, value in values.items() if key not in recipe_keys}
+    for key, option in TOKENIZER_RECIPE_KEYS.items():
+        if key in values:
+            options.setdefault(option, values[key])
+    if "seed" in values:
+        options.setdefault("seed", values["seed"])
+    if values.get("output_dir"):
+        options.setdefault("output_dir", str(Path(values["output_dir"]) / "tokenizers"))
+    name = values.get("dataset_name", "medphantom")
+    if name not in ("medphantom", "canonical"):
+        raise CLIError(
+            f"--config {config}: dataset_name {name!r} reads a public set's native files, which `{PROG} tokenizer` "
+            f"does not; convert it first (`{PROG} data convert {name} --input ... --output-dir DIR`) and pass "
+            "--data DIR."
+        )
+    if values.get("dataset_path"):
+        options.setdefault("data", values["dataset_path"])
+    return options
+
+
 def _add_tokenizer(sub) -> None:
     p = sub.add_parser(
         "tokenizer",
@@ -298,10 +364,14 @@ def _add_tokenizer(sub) -> None:
         description=(
             "Fit MedDiffImageTokenizer (a diffusers VQModel) on a dataset's images and report the reconstruction "
             "error on held-out images; with --text also train the text tokenizer on the dataset's text, and "
-            "save a MedDiffProcessor that bundles both. Options may come from --config (YAML, same names)."
+            "save a MedDiffProcessor that bundles both. Options may come from --config: a YAML of these options, "
+            "or an SFT recipe (trainers/*.yaml), whose tokenizer keys are read (image_tokenizer_preset, "
+            "image_tokenizer_steps, image_tokenizer_batch_size, text_vocab_size, medphantom_num_cases, "
+            "dataset_name/dataset_path, dataset_train_split, seed) with output in <output_dir>/tokenizers/, and "
+            "whose other keys are ignored."
         ),
     )
-    p.add_argument("--config", default=None, help="YAML file with any of these options")
+    p.add_argument("--config", default=None, help="YAML file with any of these options, or an SFT recipe")
     p.add_argument("--data", default="medphantom", help="'medphantom' or a saved canonical dataset path")
     p.add_argument("--num-cases", type=int, default=200, help="MedPhantom cases when --data medphantom")
     p.add_argument("--split", default="train", help="split to fit on ('all' for every row)")
@@ -315,7 +385,7 @@ def _add_tokenizer(sub) -> None:
     p.add_argument("--text", action="store_true", help="also train the text tokenizer")
     p.add_argument("--text-vocab-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_run_tokenizer)
+    p.set_defaults(func=_run_tokenizer, translate_config=_tokenizer_options_from_recipe)
 
 
 def _run_tokenizer(args: argparse.Namespace) -> int:

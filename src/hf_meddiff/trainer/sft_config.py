@@ -4,12 +4,38 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import TrainingArguments
 
 from ..constants import REASONING_STYLES, TASKS
+
+logger = logging.getLogger(__name__)
+
+# `report_to` loggers that the `logging` extra installs; the base install has none of them
+LOGGING_EXTRA_LOGGERS = ("tensorboard", "trackio")
+LOGGING_EXTRA_INSTALL = 'pip install "hf-meddiff[logging]"'
+
+
+def logger_installed(name: str) -> bool:
+    """Whether transformers finds the `report_to` logger `name` installed."""
+    from transformers.integrations.integration_utils import get_available_reporting_integrations
+
+    return name in get_available_reporting_integrations()
+
+
+def drop_missing_loggers(report_to: list[str]) -> list[str]:
+    """`report_to` without the loggers of the `logging` extra that are not installed, saying so in one line: a
+    recipe that logs to TensorBoard still trains on the base install."""
+    missing = [name for name in report_to if name in LOGGING_EXTRA_LOGGERS and not logger_installed(name)]
+    if missing:
+        logger.warning(
+            f"report_to {missing}: not installed, training continues without logging there "
+            f"({LOGGING_EXTRA_INSTALL} to log)."
+        )
+    return [name for name in report_to if name not in missing]
 
 
 @dataclass
@@ -94,7 +120,8 @@ class MedDiffSFTConfig(TrainingArguments):
     > These parameters have defaults different from [`~transformers.TrainingArguments`]: `learning_rate` (3e-4),
     > `logging_steps` (10), `remove_unused_columns` (`False`, the collator needs every column),
     > `prediction_loss_only` (`True`, no full-vocabulary logits are gathered at evaluation), `save_total_limit` (2),
-    > `ddp_find_unused_parameters` (`False`).
+    > `ddp_find_unused_parameters` (`False`). `report_to` defaults to `"none"`; a logger of the `logging` extra
+    > (`tensorboard`, `trackio`) that is not installed is dropped with a one-line warning instead of failing.
 
     Example:
 
@@ -268,6 +295,7 @@ class MedDiffSFTConfig(TrainingArguments):
                         f"{name} must be a mapping like '{{\"vqa\": 1.0}}', got {value!r} ({error})."
                     ) from error
         super().__post_init__()
+        self.report_to = drop_missing_loggers(list(self.report_to or []))
         self._validate_sft_fields()
 
     def _validate_sft_fields(self) -> None:
