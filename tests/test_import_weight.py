@@ -92,3 +92,14 @@ def test_direct_import_of_the_model_module_still_saves_auto_map():
         "MedDiffConfig._auto_class]))"
     )
     assert out == ["AutoModel", "AutoModelForMaskedLM", "AutoConfig"]
+
+
+def test_a_registered_stand_in_pickles_as_the_real_class():
+    out = run(
+        "import json, pickle\nimport hf_meddiff\nfrom transformers import AutoModel\n"
+        "stand_in = AutoModel._model_mapping[hf_meddiff.MedDiffConfig]\n"
+        "is_stand_in = type(stand_in).__name__ == '_LazyClass'\n"
+        "loaded = pickle.loads(pickle.dumps(stand_in))\n"
+        "print(json.dumps([is_stand_in, loaded is hf_meddiff.MedDiffModel]))"
+    )
+    assert out == [True, True]

@@ -11,6 +11,7 @@ installed.
 
 from __future__ import annotations
 
+import copyreg
 import importlib
 import importlib.abc
 import logging
@@ -102,7 +103,7 @@ class _LazyClass(type):
     importing its module then."""
 
     def _real(cls) -> type:
-        return getattr(importlib.import_module(cls.__module__), cls.__name__)
+        return _load_class(cls.__module__, cls.__name__)
 
     def __getattr__(cls, name: str) -> Any:
         if name.startswith("__") and name.endswith("__"):
@@ -117,6 +118,14 @@ class _LazyClass(type):
 
     def __subclasscheck__(cls, subclass: type) -> bool:
         return issubclass(subclass, cls._real())
+
+
+def _load_class(module: str, name: str) -> type:
+    return getattr(importlib.import_module(module), name)
+
+
+# a pickled stand-in (transformers' Auto mappings pickle their registrations) loads as the real class
+copyreg.pickle(_LazyClass, lambda cls: (_load_class, (cls.__module__, cls.__name__)))
 
 
 def _class(module: str, name: str, **attributes: Any) -> type:
