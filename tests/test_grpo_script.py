@@ -63,3 +63,18 @@ def test_grpo_command_names_a_missing_policy(tmp_path):
     with pytest.raises(FileNotFoundError, match="policy_path"):
         cli_main(["grpo", "--config", "trainers/grpo_vqa.yaml", "--policy_path", str(tmp_path / "nope"),
                   "--output_dir", str(tmp_path / "o")])  # fmt: skip
+
+
+@pytest.mark.parametrize("recipe", ["grpo_vqa", "grpo_composite", "grpo_lora", "grpo_qlora"])
+def test_every_grpo_recipe_parses_into_the_three_dataclasses_and_flags_win(recipe):
+    from hf_meddiff.trainer.grpo.config import DiffusionGRPOConfig
+    from hf_meddiff.trainer.grpo.script import GRPOScriptArguments, make_parser
+
+    script_args, args, model_args = make_parser().parse_args_and_config(
+        ["--config", f"trainers/{recipe}.yaml", "--output_dir", "/tmp/unused", "--learning_rate", "5e-5"]
+    )
+    assert isinstance(script_args, GRPOScriptArguments) and isinstance(args, DiffusionGRPOConfig)
+    assert args.learning_rate == 5e-5
+    assert len(args.reward_weights or script_args.rewards) == len(script_args.rewards)
+    assert model_args.use_peft == ("lora" in recipe)
+    assert model_args.load_in_4bit == (recipe == "grpo_qlora")

@@ -81,11 +81,5 @@ def test_remote_config_and_models_load_without_the_model_type_warning(remote_war
     assert not [w for w in remote_warnings[part] if WARNING in w]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="processing_meddiff.MedDiffProcessor._get_arguments_from_pretrained loads the tokenizer with "
-    "AutoTokenizer, which probes AutoConfig (refused without trust_remote_code) and falls back to the base "
-    "PreTrainedConfig (model_type ''); passing config=PreTrainedConfig() there removes the warning",
-)
 def test_remote_processor_loads_without_the_model_type_warning(remote_warnings):
     assert not [w for w in remote_warnings["processor"] if WARNING in w]

@@ -12,7 +12,7 @@ from hf_meddiff import MedDiffSFTConfig
 from hf_meddiff.trainer.sft_script import MedDiffScriptArguments, main, make_parser
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted(p for p in (REPO / "trainers").glob("*.yaml") if not p.name.startswith("ddpo"))
+RECIPES = sorted(p for p in (REPO / "trainers").glob("*.yaml") if not p.name.startswith(("ddpo", "grpo")))
 TINY = [
     "--medphantom_num_cases", "24", "--medphantom_image_size", "32",
     "--image_tokenizer_preset", "tiny", "--image_tokenizer_steps", "3", "--text_vocab_size", "600",

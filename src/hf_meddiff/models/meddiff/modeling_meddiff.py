@@ -799,9 +799,7 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
                     f"labels {tuple(labels.shape)} must have the shape of input_ids {tuple(input_ids.shape)}."
                 )
             if cache is not None or cache_start is not None:
-                raise ValueError(
-                    "The masked-diffusion loss needs a full forward; drop cache/cache_start."
-                )
+                raise ValueError("The masked-diffusion loss needs a full forward; drop cache/cache_start.")
             if noise_mask is None:
                 noise_mask, mask_ratio = self.sample_noise_mask(
                     labels, mask_ratio=mask_ratio, generator=generator

@@ -532,9 +532,17 @@ class MedDiffProcessor(ProcessorMixin):
                 pretrained_model_name_or_path, subfolder=subfolder, **kwargs
             )
         # The tokenizer files carry the processor's `auto_map` but no tokenizer class of ours: the tokenizer is
-        # always a library class, so never run (or ask about) remote code for it.
+        # always a library class, so never run (or ask about) remote code for it. An empty config stops
+        # AutoTokenizer from probing the folder's MedDiff config (refused without remote code, then replaced by a
+        # base config that logs "instantiate a model of type ``").
+        from transformers import PreTrainedConfig
+
         tokenizer = AutoTokenizer.from_pretrained(
-            pretrained_model_name_or_path, subfolder=subfolder, trust_remote_code=False, **kwargs
+            pretrained_model_name_or_path,
+            subfolder=subfolder,
+            trust_remote_code=False,
+            config=PreTrainedConfig(),
+            **kwargs,
         )
         return [image_processor, tokenizer]
 
