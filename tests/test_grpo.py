@@ -224,3 +224,28 @@ def test_image_completions_reach_rewards_as_token_ids_and_pil_images(tmp_path, c
     assert (
         trainer.state.log_history[0]["completions/clipped_ratio"] == 0.0
     )  # <|eoi|> ends an image completion
+
+
+@pytest.mark.slow
+def test_grpo_raises_a_learnable_reward(tmp_path, cases, processor):
+    target = set(
+        range(100, 140)
+    )  # text tokens the untrained policy writes now and then; reward = their share
+
+    def target_reward(completions, completion_ids, **kwargs):
+        return [sum(token in target for token in ids) / len(ids) for ids in completion_ids]
+
+    trainer = DiffusionGRPOTrainer(
+        tiny_model(processor), [target_reward],
+        args=make_args(tmp_path, max_steps=10, per_device_train_batch_size=16, num_generations=8,
+                       learning_rate=5e-3, threshold=None, cache_mode="none"),
+        train_dataset=cases, processing_class=processor,
+    )  # fmt: skip
+    trainer.train()
+    rewards = [
+        h["rewards/target_reward/mean"]
+        for h in trainer.state.log_history
+        if "rewards/target_reward/mean" in h
+    ]
+    assert len(rewards) == 10
+    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.02, rewards
