@@ -18,6 +18,7 @@ Usage:
     python benchmarks/bench_grpo.py                                   # embedded size, CPU, 256 tokens
     python benchmarks/bench_grpo.py --steps 3 --repeats 2 --json grpo.json
     python benchmarks/bench_grpo.py --skip-speed                      # estimator quality + memory only
+    python benchmarks/bench_grpo.py --policy outputs/demo/model --task report   # a policy that answers
 """
 
 from __future__ import annotations
@@ -62,14 +63,29 @@ def build(preset: str, image_size: int, num_cases: int):
     return cases, processor, config
 
 
+def build_policy(path: str, num_cases: int):
+    """A trained policy folder (model + processor), e.g. the demo's `outputs/demo/model`, with MedPhantom cases
+    at its image size."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(path)
+    cases = make_phantom_dataset(num_cases, seed=1, image_size=int(processor.image_processor.size))
+    return cases, processor, MedDiffForMaskedDiffusion.from_pretrained(path).config
+
+
 def diffusion_run(cases, processor, config, opts, output_dir) -> tuple[list[float], float]:
     from hf_meddiff.trainer.grpo import DiffusionGRPOConfig, DiffusionGRPOTrainer
 
     torch.manual_seed(0)
-    model = MedDiffForMaskedDiffusion(config)
+    model = (
+        MedDiffForMaskedDiffusion.from_pretrained(opts.policy)
+        if opts.policy
+        else MedDiffForMaskedDiffusion(config)
+    )
     args = DiffusionGRPOConfig(
         output_dir, max_steps=opts.steps, per_device_train_batch_size=opts.batch_size,
-        num_generations=opts.num_generations, completion_length_per_task={"vqa": opts.completion_length},
+        num_generations=opts.num_generations, completion_length_per_task={opts.task: opts.completion_length},
+        tasks=[opts.task],
         block_length=opts.block_length, diffusion_steps=opts.diffusion_steps, threshold=opts.threshold,
         cache_mode=opts.cache_mode, estimator=opts.estimator, report_to="none", save_strategy="no",
         logging_steps=1, use_cpu=opts.device == "cpu", gradient_checkpointing=False, learning_rate=1e-5,
@@ -185,7 +201,9 @@ def qlora_memory(device: str, seq_len: int, lora_rank: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="embedded")
+    parser.add_argument("--preset", default="embedded", help="size of an untrained policy (without --policy)")
+    parser.add_argument("--policy", default=None, help="a trained MedDiff folder, e.g. outputs/demo/model")
+    parser.add_argument("--task", default="vqa", choices=["vqa", "report", "reasoning"])
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--completion-length", type=int, default=256)
     parser.add_argument("--num-generations", type=int, default=4)
@@ -207,12 +225,17 @@ def main(argv: list[str] | None = None) -> dict:
     tmp_root = tempfile.gettempdir()
     result: dict = {"machine": platform.platform(), "threads": torch.get_num_threads(), "options": vars(opts)}
     if not opts.skip_speed:
-        cases, processor, config = build(opts.preset, opts.image_size, 64)
+        if opts.policy:
+            cases, processor, config = build_policy(opts.policy, 64)
+        else:
+            cases, processor, config = build(opts.preset, opts.image_size, 64)
         from hf_meddiff.trainer.grpo import DiffusionGRPOConfig
         from hf_meddiff.trainer.grpo.tasks import build_grpo_dataset, prompt_token_ids
 
         rows = build_grpo_dataset(
-            cases.select(range(1)), processor, DiffusionGRPOConfig(tmp_root, report_to="none", use_cpu=True)
+            cases.select(range(1)),
+            processor,
+            DiffusionGRPOConfig(tmp_root, report_to="none", use_cpu=True, tasks=[opts.task]),
         )
         prompt_length = len(prompt_token_ids(rows[0], processor))
         result["prompt_tokens"] = prompt_length
