@@ -123,7 +123,7 @@ OURS_DRIVER = textwrap.dedent(
 
 def build_pipeline(directory: Path) -> None:
     """Save the tiny pipeline, plus vocab.json/merges.txt so older transformers' slow CLIPTokenizer loads it."""
-    from hf_meddiff.ddpo_tiny import build_tiny_stable_diffusion
+    from hf_meddiff.trainer.ddpo.tiny import build_tiny_stable_diffusion
 
     pipe = build_tiny_stable_diffusion(seed=0)
     pipe.save_pretrained(directory)

@@ -20,7 +20,9 @@ import torch
 
 from hf_meddiff import MedDDPOConfig, MedDDPOTrainer
 from hf_meddiff.data import make_phantom_dataset
-from hf_meddiff.ddpo_tiny import (
+from hf_meddiff.rewards.image_rewards import AttributeClassifierReward
+from hf_meddiff.trainer.ddpo.script import save_grids
+from hf_meddiff.trainer.ddpo.tiny import (
     build_attribute_classifier,
     build_tiny_stable_diffusion,
     images_to_tensor,
@@ -30,8 +32,6 @@ from hf_meddiff.ddpo_tiny import (
     record_caption,
     train_attribute_classifier,
 )
-from hf_meddiff.rewards.image_rewards import AttributeClassifierReward
-from hf_meddiff.trainer.ddpo_cli import save_grids
 
 
 def main() -> None:

@@ -25,7 +25,8 @@ import torch
 
 from hf_meddiff import MedDDPOConfig, MedDDPOTrainer
 from hf_meddiff.data import make_phantom_dataset
-from hf_meddiff.ddpo_tiny import (
+from hf_meddiff.rewards.image_rewards import AttributeClassifierReward
+from hf_meddiff.trainer.ddpo.tiny import (
     build_attribute_classifier,
     build_tiny_stable_diffusion,
     images_to_tensor,
@@ -35,7 +36,6 @@ from hf_meddiff.ddpo_tiny import (
     record_caption,
     train_attribute_classifier,
 )
-from hf_meddiff.rewards.image_rewards import AttributeClassifierReward
 
 DIAGNOSES = ("nevus", "melanoma", "angioma")
 SEVERITIES = ("mild", "moderate", "severe")

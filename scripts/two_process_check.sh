@@ -23,7 +23,7 @@ COMMON=(
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 
 echo "[1/3] one process, per-device batch 8 -> $WORK/one"
-python -m hf_meddiff.trainer.sft_script "${COMMON[@]}" --per_device_train_batch_size 8 --output_dir "$WORK/one"
+python -m hf_meddiff.trainer.sft.script "${COMMON[@]}" --per_device_train_batch_size 8 --output_dir "$WORK/one"
 
 echo "[2/3] two processes (accelerate, DDP on CPU), per-device batch 4 -> $WORK/two"
 accelerate launch --config_file trainers/accelerate/ddp_cpu.yaml --num_processes 2 -m hf_meddiff.cli sft \

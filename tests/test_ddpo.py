@@ -8,14 +8,14 @@ import torch
 from diffusers import DDIMScheduler
 
 from hf_meddiff import MedDDPOConfig, MedDDPOTrainer
-from hf_meddiff.ddpo_tiny import build_tiny_stable_diffusion
-from hf_meddiff.trainer.ddpo_pipeline import (
+from hf_meddiff.trainer.ddpo.pipeline import (
     ddim_step_with_logprob,
     encode_prompts,
     predict_noise,
     sample_with_logprob,
 )
-from hf_meddiff.trainer.ddpo_trainer import PerPromptStatTracker
+from hf_meddiff.trainer.ddpo.tiny import build_tiny_stable_diffusion
+from hf_meddiff.trainer.ddpo.trainer import PerPromptStatTracker
 
 PROMPTS = ["dermoscopy image: melanoma, severe", "dermoscopy image: nevus, mild"]
 
@@ -219,7 +219,7 @@ def test_lora_weights_reload_with_diffusers_loader(tmp_path):
     )
     fresh.load_lora_weights(tmp_path / "lora")
     cond, uncond = encode_prompts(fresh, PROMPTS), encode_prompts(fresh, [""])
-    from hf_meddiff.trainer.ddpo_pipeline import decode_latents
+    from hf_meddiff.trainer.ddpo.pipeline import decode_latents
 
     out = sample_with_logprob(
         fresh,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hf_meddiff.trainer.ddpo_cli import load_recipe, main, save_grids
+from hf_meddiff.trainer.ddpo.script import load_recipe, main, save_grids
 
 RECIPES = Path(__file__).resolve().parents[1] / "trainers"
 

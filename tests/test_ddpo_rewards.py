@@ -5,13 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_meddiff.ddpo_tiny import (
-    build_attribute_classifier,
-    build_tiny_clip_model,
-    record_attributes,
-    record_caption,
-    train_attribute_classifier,
-)
 from hf_meddiff.rewards.image_rewards import (
     AttributeClassifierReward,
     CLIPScoreReward,
@@ -20,6 +13,13 @@ from hf_meddiff.rewards.image_rewards import (
     RegionReward,
     find_attributes,
     token_f1,
+)
+from hf_meddiff.trainer.ddpo.tiny import (
+    build_attribute_classifier,
+    build_tiny_clip_model,
+    record_attributes,
+    record_caption,
+    train_attribute_classifier,
 )
 
 
@@ -182,7 +182,7 @@ def test_description_cycle_reward_with_a_meddiff_pipeline():
 @pytest.mark.slow
 def test_embedded_attribute_classifier_learns_phantom_attributes():
     data = pytest.importorskip("hf_meddiff.data")
-    from hf_meddiff.ddpo_tiny import images_to_tensor
+    from hf_meddiff.trainer.ddpo.tiny import images_to_tensor
 
     ds = data.make_phantom_dataset(96, seed=0, image_size=32, modalities=("dermoscopy",))
     records = [ds[i] for i in range(len(ds))]

@@ -162,7 +162,7 @@ def test_demo_says_plainly_which_stage_is_not_available(tmp_path, monkeypatch, c
     real_import = importlib.import_module
 
     def without_sft_script(name, *args, **kwargs):
-        if name == "hf_meddiff.trainer.sft_script":
+        if name == "hf_meddiff.trainer.sft.script":
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return real_import(name, *args, **kwargs)
 
@@ -175,13 +175,13 @@ def test_demo_says_plainly_which_stage_is_not_available(tmp_path, monkeypatch, c
     assert stages["data"]["status"] == "done" and stages["tokenizers"]["status"] == "skipped"
     assert stages["pretraining"] == {
         "status": "not available",
-        "needs": "hf_meddiff.trainer.sft_script (the SFT recipe runner)",
+        "needs": "hf_meddiff.trainer.sft.script (the SFT recipe runner)",
     }
     assert stages["evaluation"]["status"] == "skipped"
     assert summary["ok"] is False
     printed = capsys.readouterr().out
     assert (
-        "not available yet in this installation of hf-meddiff: needs hf_meddiff.trainer.sft_script" in printed
+        "not available yet in this installation of hf-meddiff: needs hf_meddiff.trainer.sft.script" in printed
     )
     assert (
         json.loads((tmp_path / "summary.json").read_text())["stages"]["pretraining"]["status"]

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-import hf_meddiff.trainer.sft_config as sft_config
+import hf_meddiff.trainer.sft.config as sft_config
 from hf_meddiff import cli
-from hf_meddiff.trainer.sft_config import MedDiffSFTConfig
+from hf_meddiff.trainer.sft.config import MedDiffSFTConfig
 
 RECIPE = Path(__file__).resolve().parents[1] / "trainers" / "pretrain_embedded.yaml"
 
@@ -36,7 +36,7 @@ def test_installed_loggers_and_none_are_kept(monkeypatch, tmp_path):
 def test_embedded_recipe_trains_without_the_logging_extra(no_logging_extra, tmp_path):
     from transformers.integrations import get_reporting_integration_callbacks
 
-    from hf_meddiff.trainer.sft_script import make_parser
+    from hf_meddiff.trainer.sft.script import make_parser
 
     _, training_args, _ = make_parser().parse_args_and_config(
         ["--config", str(RECIPE), "--output_dir", str(tmp_path)]

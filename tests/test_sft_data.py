@@ -12,7 +12,7 @@ from hf_meddiff.constants import EOS_TOKEN, TASKS
 from hf_meddiff.data import make_phantom_dataset
 from hf_meddiff.models.meddiff import MedDiffImageProcessor, MedDiffImageTokenizer, MedDiffProcessor
 from hf_meddiff.text_tokenizer import train_text_tokenizer
-from hf_meddiff.trainer.sft_collator import (
+from hf_meddiff.trainer.sft.collator import (
     REASONING_INSTRUCTIONS,
     BadRecordError,
     MedDiffDataCollator,
@@ -154,7 +154,7 @@ def test_collator_pads_right_and_keeps_example_ids():
 
 
 def test_shuffle_options_moves_the_answer_letter_with_its_option(tmp_path):
-    from hf_meddiff.trainer.sft_collator import format_question, record_task_specs
+    from hf_meddiff.trainer.sft.collator import format_question, record_task_specs
 
     record = {
         "id": "case-1",
@@ -181,7 +181,7 @@ def test_shuffle_options_moves_the_answer_letter_with_its_option(tmp_path):
 
 def test_vqa_target_option_answers_with_the_option_text_that_the_scorer_accepts(tmp_path):
     from hf_meddiff.metrics.vqa import score_answer
-    from hf_meddiff.trainer.sft_collator import record_task_specs
+    from hf_meddiff.trainer.sft.collator import record_task_specs
 
     record = {"id": "c", "question": "Which modality?", "options": ["CT", "MRI", "X-ray"], "answer": "C"}
     args = sft_args(tmp_path, tasks=["vqa"], task_mix={"vqa": 4.0}, shuffle_options=True, vqa_target="option")

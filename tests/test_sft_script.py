@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hf_meddiff import MedDiffSFTConfig
-from hf_meddiff.trainer.sft_script import MedDiffScriptArguments, main, make_parser
+from hf_meddiff.trainer.sft.script import MedDiffScriptArguments, main, make_parser
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (REPO / "trainers").glob("*.yaml") if not p.name.startswith(("ddpo", "grpo")))
@@ -146,7 +146,7 @@ def test_lora_and_qlora_recipes_fine_tune_on_native_iu_xray_files(recipe, tiny_b
 
 def test_saved_generation_config_uses_semi_autoregressive_blocks_that_divide_the_canvas(tmp_path):
     from hf_meddiff.models.meddiff.generation_meddiff import MedDiffGenerationConfig
-    from hf_meddiff.trainer.sft_script import _set_generation_length
+    from hf_meddiff.trainer.sft.script import _set_generation_length
 
     class Holder:
         generation_config = MedDiffGenerationConfig()

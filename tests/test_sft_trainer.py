@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from hf_meddiff import MedDiffConfig, MedDiffForMaskedDiffusion, MedDiffSFTConfig, MedDiffSFTTrainer
-from hf_meddiff.trainer.sft_collator import MedDiffDataCollator
-from hf_meddiff.trainer.sft_trainer import NonFiniteLossError, example_noise_seed, sample_example_noise
+from hf_meddiff.trainer.sft.collator import MedDiffDataCollator
+from hf_meddiff.trainer.sft.trainer import NonFiniteLossError, example_noise_seed, sample_example_noise
 
 REPO = Path(__file__).resolve().parents[1]
 

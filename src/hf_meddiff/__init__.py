@@ -40,10 +40,12 @@ _LAZY: dict[str, str] = {
     "train_text_tokenizer": "text_tokenizer",
     "MedDiffGenerationConfig": "generation",
     "MedDiffPipeline": "generation",
-    "MedDiffSFTConfig": "trainer",
-    "MedDiffSFTTrainer": "trainer",
-    "MedDDPOConfig": "trainer",
-    "MedDDPOTrainer": "trainer",
+    "MedDiffSFTConfig": "trainer.sft",
+    "MedDiffSFTTrainer": "trainer.sft",
+    "DiffusionGRPOConfig": "trainer.grpo",
+    "DiffusionGRPOTrainer": "trainer.grpo",
+    "MedDDPOConfig": "trainer.ddpo",
+    "MedDDPOTrainer": "trainer.ddpo",
 }
 
 __all__ = [
@@ -61,6 +63,8 @@ __all__ = [
     "MedDiffPipeline",
     "MedDiffSFTConfig",
     "MedDiffSFTTrainer",
+    "DiffusionGRPOConfig",
+    "DiffusionGRPOTrainer",
     "MedDDPOConfig",
     "MedDDPOTrainer",
 ]

@@ -33,7 +33,7 @@ PROG = "hf-meddiff"
 # Subcommands whose arguments belong to another module's `main(argv)` (recipe scripts).
 PASSTHROUGH = {
     "sft": (
-        "hf_meddiff.trainer.sft_script",
+        "hf_meddiff.trainer.sft.script",
         "masked-diffusion SFT / pretraining from a YAML recipe (see trainers/)",
     ),
     "grpo": (
@@ -41,7 +41,7 @@ PASSTHROUGH = {
         "GRPO of a trained MedDiff model with rule and model-based rewards (see trainers/grpo_*.yaml)",
     ),
     "ddpo": (
-        "hf_meddiff.trainer.ddpo_cli",
+        "hf_meddiff.trainer.ddpo.script",
         "DDPO on a Stable Diffusion pipeline from a YAML recipe (see trainers/)",
     ),
 }
@@ -312,8 +312,8 @@ def sft_recipe_keys() -> set[str]:
 
     from trl import ModelConfig
 
-    from .trainer.sft_config import MedDiffSFTConfig
-    from .trainer.sft_script import MedDiffScriptArguments
+    from .trainer.sft.config import MedDiffSFTConfig
+    from .trainer.sft.script import MedDiffScriptArguments
 
     return {
         f.name for c in (MedDiffScriptArguments, MedDiffSFTConfig, ModelConfig) for f in dataclasses.fields(c)

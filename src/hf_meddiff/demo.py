@@ -6,7 +6,7 @@ Stages (each prints a banner, long loops show progress bars):
 2. **tokenizers** — fit the VQ image tokenizer on the training images (reconstruction error on held-out
    images) and the text tokenizer on the training text; bundle them into a `MedDiffProcessor`.
 3. **pretraining** — masked-diffusion pretraining of the embedded MedDiff model with the SFT recipe
-   (`trainers/pretrain_embedded.yaml` unless `--recipe` is given) through `hf_meddiff.trainer.sft_script`.
+   (`trainers/pretrain_embedded.yaml` unless `--recipe` is given) through `hf_meddiff.trainer.sft.script`.
 4. **evaluation** — `hf-meddiff evaluate` on the test split: VQA accuracy vs chance, report BLEU-1 / ROUGE-L,
    a report-to-image grid PNG, loss curves.
 
@@ -191,9 +191,9 @@ def stage_pretraining(opts: DemoOptions, out: Path, data_path: str, tokenizers_d
     import importlib
 
     try:
-        sft_script = importlib.import_module("hf_meddiff.trainer.sft_script")
+        sft_script = importlib.import_module("hf_meddiff.trainer.sft.script")
     except ModuleNotFoundError as err:
-        raise StageUnavailable("hf_meddiff.trainer.sft_script (the SFT recipe runner)") from err
+        raise StageUnavailable("hf_meddiff.trainer.sft.script (the SFT recipe runner)") from err
     recipe = find_recipe(opts.recipe)
     if recipe is None:
         raise StageUnavailable(f"the pretraining recipe trainers/{DEFAULT_RECIPE}")

@@ -1,4 +1,5 @@
-"""Trainers: masked-diffusion SFT (`MedDiffSFT*`) and DDPO for Stable Diffusion (`MedDDPO*`)."""
+"""Trainers, one folder each: masked-diffusion SFT (`sft/`), GRPO of a masked-diffusion policy (`grpo/`) and DDPO
+for Stable Diffusion (`ddpo/`); `common.py` holds what they share. Public names load lazily."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "MedDiffSFTConfig": "sft_config",
-    "MedDiffSFTTrainer": "sft_trainer",
-    "MedDiffDataCollator": "sft_collator",
-    "MedDDPOConfig": "ddpo_config",
-    "MedDDPOTrainer": "ddpo_trainer",
+    "MedDiffSFTConfig": "sft",
+    "MedDiffSFTTrainer": "sft",
+    "MedDiffDataCollator": "sft",
+    "DiffusionGRPOConfig": "grpo",
+    "DiffusionGRPOTrainer": "grpo",
+    "MedDDPOConfig": "ddpo",
+    "MedDDPOTrainer": "ddpo",
 }
 __all__ = list(_LAZY)
 

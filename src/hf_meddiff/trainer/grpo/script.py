@@ -191,7 +191,7 @@ def load_policy(script_args: GRPOScriptArguments, model_args: Any):
 
 
 def load_train_rows(script_args: GRPOScriptArguments, processor: Any):
-    from ..sft_script import MedDiffScriptArguments, load_sft_datasets
+    from ..sft.script import MedDiffScriptArguments, load_sft_datasets
 
     size = script_args.medphantom_image_size or int(processor.image_processor.size)
     data_args = MedDiffScriptArguments(

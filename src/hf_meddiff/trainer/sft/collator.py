@@ -29,10 +29,10 @@ from datasets import Dataset
 from datasets import Image as ImageFeature
 from PIL import Image
 
-from ..constants import TASKS
-from ..formatting import REASONING_INSTRUCTIONS, format_question, format_reasoning
-from ..models.meddiff.processing_meddiff import DEFAULT_REPORT_PROMPT
-from .sft_config import MedDiffSFTConfig
+from ...constants import TASKS
+from ...formatting import REASONING_INSTRUCTIONS, format_question, format_reasoning
+from ...models.meddiff.processing_meddiff import DEFAULT_REPORT_PROMPT
+from .config import MedDiffSFTConfig
 
 IGNORE_INDEX = -100
 REPORT_PROMPT = DEFAULT_REPORT_PROMPT
@@ -86,7 +86,7 @@ class MedDiffDataCollator:
             if missing:
                 raise KeyError(
                     f"Example {i} of the batch lacks {missing} (keys: {sorted(feature)}); tokenise the dataset with "
-                    "hf_meddiff.trainer.sft_collator.prepare_sft_dataset or pass it to MedDiffSFTTrainer with a "
+                    "hf_meddiff.trainer.sft.collator.prepare_sft_dataset or pass it to MedDiffSFTTrainer with a "
                     "processor."
                 )
             if len(feature["input_ids"]) != len(feature["labels"]):

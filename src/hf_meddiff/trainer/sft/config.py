@@ -10,7 +10,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from ..constants import REASONING_STYLES, TASKS
+from ...constants import REASONING_STYLES, TASKS
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 The trainer adds to the base `Trainer`:
 
 - dataset preparation: a canonical dataset (`hf_meddiff.data.schema`) is turned into mixed-task examples
-  (images tokenised once, see `sft_collator.prepare_sft_dataset`);
+  (images tokenised once, see `collator.prepare_sft_dataset`);
 - resumable, layout-independent diffusion noise: the masks of example `e` at optimizer step `s` are drawn from
   a generator seeded with `(seed, s, e)`, so a resumed run and a run on more processes see the same noise;
 - per-task loss logging (`text_loss`, `image_loss`, `loss_<task>`), per-task loss weights;
@@ -30,9 +30,9 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
-from ..constants import TASKS
-from .sft_collator import MedDiffDataCollator, prepare_sft_dataset
-from .sft_config import MedDiffSFTConfig
+from ...constants import TASKS
+from .collator import MedDiffDataCollator, prepare_sft_dataset
+from .config import MedDiffSFTConfig
 
 logger = logging.get_logger(__name__)
 
@@ -188,7 +188,7 @@ class MedDiffSFTTrainer(Trainer):
         if args is None:
             args = MedDiffSFTConfig(output_dir="meddiff-sft")
         if isinstance(model, str):
-            from ..models.meddiff import MedDiffForMaskedDiffusion
+            from ...models.meddiff import MedDiffForMaskedDiffusion
 
             model = MedDiffForMaskedDiffusion.from_pretrained(model)
         if peft_config is not None:
@@ -448,7 +448,7 @@ class MedDiffSFTTrainer(Trainer):
         model = self.accelerator.unwrap_model(self.model)
         if not isinstance(model, PreTrainedModel) or not self.is_world_process_zero():
             return super().push_to_hub(commit_message=commit_message, blocking=blocking, **kwargs)
-        from ..hub import push_meddiff_to_hub
+        from ...hub import push_meddiff_to_hub
 
         repo_id = self.args.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
         eval_path = os.path.join(self.args.output_dir, "eval", "results.json")

@@ -3,7 +3,7 @@
 One epoch:
 
 1. **Sample** trajectories with DDIM (eta > 0) and batched classifier-free guidance, recording latents,
-   timesteps and the log-probability of every transition (`ddpo_pipeline.sample_with_logprob`).
+   timesteps and the log-probability of every transition (`pipeline.sample_with_logprob`).
 2. **Score** the decoded images with the reward callables (under `torch.no_grad`).
 3. **Advantages**: rewards normalised per prompt by a running `PerPromptStatTracker` (batch statistics
    until a prompt has `per_prompt_stat_tracking_min_count` rewards), clipped to `train_adv_clip_max`.
@@ -18,7 +18,7 @@ Example:
 
 ```python
 >>> from hf_meddiff import MedDDPOConfig, MedDDPOTrainer
->>> from hf_meddiff.ddpo_tiny import build_tiny_stable_diffusion
+>>> from hf_meddiff.trainer.ddpo.tiny import build_tiny_stable_diffusion
 >>> pipe = build_tiny_stable_diffusion(seed=0)
 >>> brightness = lambda images, prompts, **kw: images.mean(dim=(1, 2, 3)).tolist()
 >>> config = MedDDPOConfig(num_epochs=1, sample_num_steps=4, sample_batch_size=2, train_batch_size=2,
@@ -49,11 +49,13 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-from .ddpo_config import MedDDPOConfig
-from .ddpo_pipeline import (
+from .config import MedDDPOConfig
+from .pipeline import (
     ddim_step_with_logprob,
     decode_latents,
+    denoising_loss,
     encode_prompts,
+    merged_lora,
     predict_noise,
     sample_with_logprob,
 )
@@ -130,76 +132,6 @@ class PerPromptStatTracker:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.buffer_size, self.min_count = state["buffer_size"], state["min_count"]
         self.buffers = {p: deque(v, maxlen=self.buffer_size) for p, v in state["buffers"].items()}
-
-
-@contextlib.contextmanager
-def merged_lora(unet: torch.nn.Module, enabled: bool = True):
-    """Temporarily merge the PEFT LoRA adapters of `unet` into its weights (for fast sampling).
-
-    PEFT's `unmerge` subtracts the delta again, which is not bit-exact; here the original weights are copied
-    back instead, so the base model never drifts.
-    """
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer) and not m.merged] if enabled else []
-    saved = [
-        {n: p.data.clone() for n, p in m.get_base_layer().named_parameters(recurse=False)} for m in layers
-    ]
-    try:
-        for layer in layers:
-            layer.merge()
-        yield unet
-    finally:
-        for layer, params in zip(layers, saved):
-            base = layer.get_base_layer()
-            for name, value in params.items():
-                getattr(base, name).data.copy_(value)
-            layer.merged_adapters.clear()
-
-
-def denoising_loss(
-    pipeline,
-    unet: torch.nn.Module,
-    pixel_values: torch.Tensor,
-    prompt_embeds: torch.Tensor,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """The text-to-image training loss: MSE between the UNet output and its target at a random timestep.
-
-    Args:
-        pipeline: supplies `vae` and `scheduler` (any diffusers noise scheduler with `add_noise`).
-        unet: the UNet being trained.
-        pixel_values (`[B, 3, H, W]`): images in [0, 1].
-        prompt_embeds (`[B, L, D]`): caption embeddings.
-        generator: seeds the timesteps and the noise.
-
-    Returns:
-        A scalar loss (epsilon or v target, per `scheduler.config.prediction_type`).
-    """
-    vae, scheduler = pipeline.vae, pipeline.scheduler
-    device = prompt_embeds.device
-    with torch.no_grad():
-        posterior = vae.encode((2 * pixel_values - 1).to(device=device, dtype=vae.dtype)).latent_dist
-        latents = posterior.sample(generator=generator).float() * vae.config.scaling_factor
-    noise = torch.randn(
-        latents.shape, generator=generator, device=generator.device if generator else "cpu"
-    ).to(device)
-    timesteps = torch.randint(
-        0,
-        scheduler.config.num_train_timesteps,
-        (latents.shape[0],),
-        generator=generator,
-        device=generator.device if generator else "cpu",
-    ).to(device)
-    noisy = scheduler.add_noise(latents, noise, timesteps)
-    if scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, timesteps)
-    elif scheduler.config.prediction_type == "epsilon":
-        target = noise
-    else:
-        target = latents
-    pred = unet(noisy, timesteps, encoder_hidden_states=prompt_embeds).sample
-    return torch.nn.functional.mse_loss(pred.float(), target.float())
 
 
 class MedDDPOTrainer:
@@ -563,7 +495,7 @@ class MedDDPOTrainer:
 
         Args:
             images (`[N, 3, H, W]`): images in [0, 1] at the pipeline's resolution
-                (`hf_meddiff.ddpo_tiny.images_to_tensor` converts PIL images).
+                (`hf_meddiff.trainer.ddpo.tiny.images_to_tensor` converts PIL images).
             captions: N captions.
             num_steps / batch_size / learning_rate: default to the `sft_*` fields of the config.
 

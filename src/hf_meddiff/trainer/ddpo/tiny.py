@@ -14,7 +14,7 @@
 Example:
 
 ```python
->>> from hf_meddiff.ddpo_tiny import build_tiny_stable_diffusion
+>>> from hf_meddiff.trainer.ddpo.tiny import build_tiny_stable_diffusion
 >>> pipe = build_tiny_stable_diffusion(seed=0)
 >>> pipe.unet.config.sample_size, pipe.vae_scale_factor
 (16, 2)
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .constants import MODALITY_NAMES
+from ...constants import MODALITY_NAMES
 
 __all__ = [
     "DEFAULT_PROMPT_WORDS",
@@ -471,8 +471,7 @@ def pretrain_tiny_unet(
     Images `[N, 3, H, W]` in [0, 1] with one caption each; a caption is replaced by "" with probability
     `caption_dropout` so classifier-free guidance has an unconditional model. Returns the per-step losses.
     """
-    from .trainer.ddpo_pipeline import encode_prompts
-    from .trainer.ddpo_trainer import denoising_loss
+    from .pipeline import denoising_loss, encode_prompts
 
     unet = pipeline.unet
     unet.requires_grad_(True)

@@ -10,12 +10,15 @@ The pieces, in the order a DDPO epoch uses them:
    which is how the trainer re-evaluates old trajectories under the current policy.
 4. `sample_with_logprob` - the whole denoising loop, recording latents, timesteps and per-step log-probs.
 
+Around them: `merged_lora` (LoRA deltas merged into the UNet while sampling, base weights restored bit-exactly)
+and `denoising_loss` (the supervised text-to-image loss of stage one and of the tiny pipeline's pretraining).
+
 Example:
 
 ```python
 >>> import torch
->>> from hf_meddiff.ddpo_tiny import build_tiny_stable_diffusion
->>> from hf_meddiff.trainer.ddpo_pipeline import encode_prompts, sample_with_logprob
+>>> from hf_meddiff.trainer.ddpo.tiny import build_tiny_stable_diffusion
+>>> from hf_meddiff.trainer.ddpo.pipeline import encode_prompts, sample_with_logprob
 >>> pipe = build_tiny_stable_diffusion(seed=0)
 >>> embeds = encode_prompts(pipe, ["dermoscopy image: melanoma"])
 >>> neg = encode_prompts(pipe, [""])
@@ -28,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -40,7 +44,9 @@ __all__ = [
     "DDPOSampleOutput",
     "ddim_step_with_logprob",
     "decode_latents",
+    "denoising_loss",
     "encode_prompts",
+    "merged_lora",
     "predict_noise",
     "sample_with_logprob",
 ]
@@ -291,3 +297,73 @@ def sample_with_logprob(
         log_probs=torch.stack(all_log_probs, dim=1),
         timesteps=timesteps.clone(),
     )
+
+
+@contextlib.contextmanager
+def merged_lora(unet: torch.nn.Module, enabled: bool = True):
+    """Temporarily merge the PEFT LoRA adapters of `unet` into its weights (for fast sampling).
+
+    PEFT's `unmerge` subtracts the delta again, which is not bit-exact; here the original weights are copied
+    back instead, so the base model never drifts.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer) and not m.merged] if enabled else []
+    saved = [
+        {n: p.data.clone() for n, p in m.get_base_layer().named_parameters(recurse=False)} for m in layers
+    ]
+    try:
+        for layer in layers:
+            layer.merge()
+        yield unet
+    finally:
+        for layer, params in zip(layers, saved):
+            base = layer.get_base_layer()
+            for name, value in params.items():
+                getattr(base, name).data.copy_(value)
+            layer.merged_adapters.clear()
+
+
+def denoising_loss(
+    pipeline,
+    unet: torch.nn.Module,
+    pixel_values: torch.Tensor,
+    prompt_embeds: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The text-to-image training loss: MSE between the UNet output and its target at a random timestep.
+
+    Args:
+        pipeline: supplies `vae` and `scheduler` (any diffusers noise scheduler with `add_noise`).
+        unet: the UNet being trained.
+        pixel_values (`[B, 3, H, W]`): images in [0, 1].
+        prompt_embeds (`[B, L, D]`): caption embeddings.
+        generator: seeds the timesteps and the noise.
+
+    Returns:
+        A scalar loss (epsilon or v target, per `scheduler.config.prediction_type`).
+    """
+    vae, scheduler = pipeline.vae, pipeline.scheduler
+    device = prompt_embeds.device
+    with torch.no_grad():
+        posterior = vae.encode((2 * pixel_values - 1).to(device=device, dtype=vae.dtype)).latent_dist
+        latents = posterior.sample(generator=generator).float() * vae.config.scaling_factor
+    noise = torch.randn(
+        latents.shape, generator=generator, device=generator.device if generator else "cpu"
+    ).to(device)
+    timesteps = torch.randint(
+        0,
+        scheduler.config.num_train_timesteps,
+        (latents.shape[0],),
+        generator=generator,
+        device=generator.device if generator else "cpu",
+    ).to(device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, timesteps)
+    elif scheduler.config.prediction_type == "epsilon":
+        target = noise
+    else:
+        target = latents
+    pred = unet(noisy, timesteps, encoder_hidden_states=prompt_embeds).sample
+    return torch.nn.functional.mse_loss(pred.float(), target.float())

@@ -3,7 +3,7 @@
 
 ```bash
 hf-meddiff sft --config trainers/pretrain_embedded.yaml [--key value ...]
-python -m hf_meddiff.trainer.sft_script --config trainers/pretrain_embedded.yaml --max_steps 50
+python -m hf_meddiff.trainer.sft.script --config trainers/pretrain_embedded.yaml --max_steps 50
 accelerate launch --config_file trainers/accelerate/ddp.yaml -m hf_meddiff.cli sft --config trainers/….yaml
 ```
 
@@ -25,7 +25,7 @@ from typing import Any
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
-from .sft_config import MedDiffSFTConfig
+from .config import MedDiffSFTConfig
 
 logger = logging.get_logger(__name__)
 
@@ -149,7 +149,7 @@ def load_sft_datasets(script_args: MedDiffScriptArguments):
             "canonical"  # a saved MedPhantom (or other canonical) dataset, e.g. from `hf-meddiff data make`
         )
     if name == "medphantom":
-        from ..data import make_phantom_dataset
+        from ...data import make_phantom_dataset
 
         dataset = make_phantom_dataset(
             script_args.medphantom_num_cases,
@@ -161,7 +161,7 @@ def load_sft_datasets(script_args: MedDiffScriptArguments):
             raise ValueError(
                 "dataset_name 'canonical' needs dataset_path (a Parquet file or save_to_disk folder)."
             )
-        from ..evaluation import load_canonical
+        from ...evaluation import load_canonical
 
         dataset = load_canonical(script_args.dataset_path)
     else:
@@ -180,7 +180,7 @@ def load_sft_datasets(script_args: MedDiffScriptArguments):
 
 
 def _load_public(name: str, path: str | None):
-    from .. import data
+    from ... import data
 
     loader = getattr(data, f"load_{name}", None)
     if loader is None:
@@ -222,8 +222,8 @@ def build_processor(script_args: MedDiffScriptArguments, train_dataset, output_d
     from accelerate import PartialState
     from transformers import AutoTokenizer
 
-    from ..image_tokenizer import MedDiffImageTokenizer, train_image_tokenizer
-    from ..models.meddiff import MedDiffImageProcessor, MedDiffProcessor
+    from ...image_tokenizer import MedDiffImageTokenizer, train_image_tokenizer
+    from ...models.meddiff import MedDiffImageProcessor, MedDiffProcessor
 
     if script_args.processor_path:
         return MedDiffProcessor.from_pretrained(script_args.processor_path)
@@ -234,7 +234,7 @@ def build_processor(script_args: MedDiffScriptArguments, train_dataset, output_d
     if text_path:
         tokenizer = AutoTokenizer.from_pretrained(text_path)
     else:
-        from ..text_tokenizer import train_text_tokenizer
+        from ...text_tokenizer import train_text_tokenizer
 
         logger.warning(
             f"Training a text tokenizer ({script_args.text_vocab_size} tokens) on the train split."
@@ -269,8 +269,8 @@ def build_processor(script_args: MedDiffScriptArguments, train_dataset, output_d
 def sft_texts(dataset) -> list[str]:
     """Texts a text tokenizer for SFT should cover: the dataset's text columns plus the fixed prompts the
     trainer adds (report prompt, reasoning instructions), repeated so that BPE merges them."""
-    from ..text_tokenizer import texts_from_dataset
-    from .sft_collator import REASONING_INSTRUCTIONS, REPORT_PROMPT
+    from ...text_tokenizer import texts_from_dataset
+    from .collator import REASONING_INSTRUCTIONS, REPORT_PROMPT
 
     prompts = [REPORT_PROMPT, *REASONING_INSTRUCTIONS.values()]
     return list(texts_from_dataset(dataset)) + prompts * max(8, len(dataset) // 20)
@@ -282,7 +282,7 @@ def build_model(script_args: MedDiffScriptArguments, model_args: Any, processor:
     processor's vocabulary."""
     import torch
 
-    from ..models.meddiff import MedDiffConfig, MedDiffForMaskedDiffusion
+    from ...models.meddiff import MedDiffConfig, MedDiffForMaskedDiffusion
 
     dtype = getattr(model_args, "dtype", None)
     torch_dtype = getattr(torch, dtype) if dtype not in (None, "auto") else dtype
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import set_seed
     from trl import get_peft_config
 
-    from .sft_trainer import MedDiffSFTTrainer
+    from .trainer import MedDiffSFTTrainer
 
     script_args, training_args, model_args = make_parser().parse_args_and_config(
         list(sys.argv[1:] if argv is None else argv)

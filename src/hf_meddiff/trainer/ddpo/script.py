@@ -84,7 +84,7 @@ def load_records(data: dict[str, Any]):
             else load_from_disk(str(path))
         )
     else:
-        from ..data import make_phantom_dataset
+        from ...data import make_phantom_dataset
 
         ds = make_phantom_dataset(
             int(data.get("num_cases", 512)),
@@ -99,7 +99,7 @@ def load_records(data: dict[str, Any]):
 
 def prepare_pairs(ds, image_size: int) -> tuple[torch.Tensor, list[str], list[list[str]]]:
     """Images `[N, 3, S, S]` in [0, 1], captions and attribute lists of a canonical dataset."""
-    from ..ddpo_tiny import images_to_tensor, record_attributes, record_caption
+    from .tiny import images_to_tensor, record_attributes, record_caption
 
     records = [dict(zip(ds.column_names, values)) for values in zip(*(ds[c] for c in ds.column_names))]
     attributes = [record_attributes(r) for r in records]
@@ -117,7 +117,7 @@ def build_pipeline(section: dict[str, Any], images: torch.Tensor, captions: list
         from diffusers import StableDiffusionPipeline
 
         return StableDiffusionPipeline.from_pretrained(source, revision=section.get("revision"))
-    from ..ddpo_tiny import build_tiny_stable_diffusion, pretrain_tiny_unet, pretrain_tiny_vae
+    from .tiny import build_tiny_stable_diffusion, pretrain_tiny_unet, pretrain_tiny_vae
 
     seed = int(section.get("seed", 0))
     pipe = build_tiny_stable_diffusion(seed=seed, sample_size=images.shape[-1] // 2)
@@ -145,13 +145,13 @@ def build_pipeline(section: dict[str, Any], images: torch.Tensor, captions: list
 
 def build_rewards(specs: list[dict[str, Any]], images, attributes, output_dir: Path):
     """Reward callables and weights of a recipe; returns (funcs, weights, attribute_classifier or None)."""
-    from ..ddpo_tiny import build_attribute_classifier, train_attribute_classifier
-    from ..rewards.image_rewards import (
+    from ...rewards.image_rewards import (
         AttributeClassifierReward,
         CLIPScoreReward,
         OpenCLIPScoreReward,
         RegionReward,
     )
+    from .tiny import build_attribute_classifier, train_attribute_classifier
 
     funcs, weights, classifier = [], [], None
     for spec in specs or [{"type": "attribute_classifier"}]:
@@ -221,7 +221,7 @@ def evaluate(
     trainer, prompts, n, seed, rewards_fn, reference, classifier, clip_model=None
 ) -> tuple[dict, torch.Tensor]:
     """Images for every prompt (n each, fixed seeds) and their mean reward, FID/KID and CLIP score."""
-    from ..ddpo_tiny import ClassifierFeatures
+    from .tiny import ClassifierFeatures
 
     expanded = [p for p in prompts for _ in range(n)]
     images = torch.cat(
@@ -229,7 +229,7 @@ def evaluate(
     )
     metrics: dict[str, float] = {"reward_mean": float(rewards_fn(images, expanded).mean())}
     try:
-        from ..metrics import image_generation_scores
+        from ...metrics import image_generation_scores
     except ImportError as err:  # pragma: no cover - the metrics part ships with the library
         logger.warning("image metrics unavailable (%s)", err)
         return metrics, images
@@ -254,7 +254,8 @@ def evaluate(
 
 def run(recipe: dict[str, Any]) -> dict[str, Any]:
     """Run a DDPO recipe end to end; returns (and writes) the results."""
-    from .. import MedDDPOConfig, MedDDPOTrainer
+    from .config import MedDDPOConfig
+    from .trainer import MedDDPOTrainer
 
     if recipe.get("threads"):
         torch.set_num_threads(int(recipe["threads"]))
