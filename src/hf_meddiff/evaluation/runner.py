@@ -35,11 +35,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .formatting import denormalize_box, format_question, parse_answer, parse_boxes
+from ..formatting import denormalize_box, format_question, parse_answer, parse_boxes
+from .config import EVAL_TASKS
 
-EVAL_TASKS = ("vqa", "report", "reasoning", "t2i")
 DATA_FILE = "data.parquet"
-DEFAULT_TEXT_VOCAB_SIZE = 1024  # the `embedded` MedDiff preset's text vocabulary
 
 # ========================================================================================================
 # Canonical datasets on disk
@@ -48,7 +47,7 @@ DEFAULT_TEXT_VOCAB_SIZE = 1024  # the `embedded` MedDiff preset's text vocabular
 
 def make_medphantom(num_cases: int, seed: int = 0, image_size: int | None = None):
     """`num_cases` MedPhantom cases as one canonical `datasets.Dataset` (all splits, `split` column)."""
-    from .data import make_phantom_dataset
+    from ..data import make_phantom_dataset
 
     kwargs: dict[str, Any] = {"seed": seed}
     if image_size is not None:
@@ -168,116 +167,6 @@ def describe_dataset(ds, num_examples: int = 1) -> dict[str, Any]:
 def _short(value: Any, limit: int = 160) -> Any:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-# ========================================================================================================
-# Tokenizers
-# ========================================================================================================
-
-
-def fit_tokenizers(
-    ds,
-    output_dir: str | os.PathLike,
-    *,
-    image_size: int | None = None,
-    codebook_size: int | None = None,
-    max_steps: int | None = None,
-    batch_size: int | None = None,
-    learning_rate: float | None = None,
-    preset: str = "embedded",
-    text: bool = False,
-    text_vocab_size: int | None = None,
-    holdout_fraction: float = 0.1,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Fit the VQ image tokenizer on `ds`'s images (and the text tokenizer when `text=True`).
-
-    Writes `<output_dir>/image_tokenizer/`, `<output_dir>/text_tokenizer/` (with `text`),
-    `<output_dir>/reconstructions.png` (held-out originals above their reconstructions) and
-    `<output_dir>/tokenizer_report.json`. The reconstruction error is measured on a held-out
-    `holdout_fraction` of the images (at least one image; the training images when there are fewer than 10).
-
-    Returns:
-        the report dict: `{"image_tokenizer": {"train": stats, "heldout": stats, "path": …}, "text_tokenizer": …}`.
-    """
-    from .image_tokenizer import evaluate_image_tokenizer, images_to_tensor, train_image_tokenizer
-
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    n = len(ds)
-    num_heldout = int(n * holdout_fraction) if n >= 10 else 0
-    train_ds = ds.select(range(n - num_heldout)) if num_heldout else ds
-    heldout_ds = ds.select(range(n - num_heldout, n)) if num_heldout else ds
-
-    kwargs: dict[str, Any] = {"preset": preset, "seed": seed, "progress": progress}
-    if image_size is not None:
-        kwargs["image_size"] = image_size
-    if max_steps is not None:
-        kwargs["steps"] = max_steps
-    if batch_size is not None:
-        kwargs["batch_size"] = batch_size
-    if learning_rate is not None:
-        kwargs["lr"] = learning_rate
-    if codebook_size is not None:
-        from .image_tokenizer import MedDiffImageTokenizer
-
-        overrides = {"num_vq_embeddings": codebook_size}
-        if image_size is not None:
-            overrides["image_size"] = image_size
-        kwargs["tokenizer"] = MedDiffImageTokenizer.from_config_preset(preset, **overrides)
-        kwargs.pop("image_size", None)
-    image_tokenizer, train_stats = train_image_tokenizer(train_ds, **kwargs)
-    heldout_pixels = images_to_tensor(heldout_ds, image_tokenizer.image_size)
-    heldout_stats = evaluate_image_tokenizer(image_tokenizer, heldout_pixels)
-    image_tokenizer.save_pretrained(out / "image_tokenizer")
-    save_reconstruction_grid(image_tokenizer, heldout_pixels[:8], out / "reconstructions.png")
-    report: dict[str, Any] = {
-        "image_tokenizer": {
-            "path": str(out / "image_tokenizer"),
-            "codebook_size": int(image_tokenizer.codebook_size),
-            "image_size": int(image_tokenizer.image_size),
-            "train": _floats(train_stats),
-            "heldout": {**_floats(heldout_stats), "num_images": int(heldout_pixels.shape[0])},
-        }
-    }
-    if text:
-        from .text_tokenizer import train_text_tokenizer
-
-        tokenizer = train_text_tokenizer(ds, vocab_size=text_vocab_size or DEFAULT_TEXT_VOCAB_SIZE)
-        tokenizer.save_pretrained(str(out / "text_tokenizer"))
-        report["text_tokenizer"] = {"path": str(out / "text_tokenizer"), "vocab_size": len(tokenizer)}
-    (out / "tokenizer_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    return report
-
-
-def _floats(stats: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (float(v) if isinstance(v, float) else v) for k, v in stats.items()}
-
-
-def save_reconstruction_grid(image_tokenizer, pixel_values, path: str | os.PathLike) -> Path:
-    """Save originals (top row) above their VQ reconstructions (bottom row); `pixel_values` [N, 3, S, S]."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
-    with torch.no_grad():
-        recon = image_tokenizer.decode(image_tokenizer.encode(pixel_values.to(image_tokenizer.device))).cpu()
-    n = pixel_values.shape[0]
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
-    for i in range(n):
-        for row, batch in enumerate((pixel_values, recon)):
-            img = ((batch[i].float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
-            axes[row][i].imshow(img)
-            axes[row][i].axis("off")
-    axes[0][0].set_title("original", fontsize=8, loc="left")
-    axes[1][0].set_title("reconstruction", fontsize=8, loc="left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
 
 
 # ========================================================================================================
@@ -445,7 +334,7 @@ def load_model_and_processor(
     """`AutoModelForMaskedLM` + `AutoProcessor` from a saved folder (or a Hub id), in eval mode on `device`."""
     from transformers import AutoModelForMaskedLM, AutoProcessor
 
-    from . import models  # noqa: F401  (registers the Auto classes)
+    from .. import models  # noqa: F401  (registers the Auto classes)
 
     path = str(model_path)
     if Path(path).exists() and not (Path(path) / "config.json").is_file():
@@ -459,7 +348,7 @@ def load_model_and_processor(
 
 
 def _pipeline(model, processor):
-    from .generation import MedDiffPipeline
+    from ..generation import MedDiffPipeline
 
     pipe = MedDiffPipeline(model=model, processor=processor)
     pipe.set_progress_bar_config(disable=True)  # one bar per evaluation loop, not one per batch
@@ -562,7 +451,7 @@ def rank_options(
     """
     import torch
 
-    from .constants import OPTION_LETTERS
+    from ..constants import OPTION_LETTERS
 
     if not len(images) == len(questions) == len(options):
         raise ValueError(
@@ -661,7 +550,10 @@ def generate_one(
         return f"saved {output}"
     if task == "vqa" and gen_length is None:
         gen_length = trained_vqa_length(model_path)  # answer on the canvas VQA was trained with
-    kwargs = text_generation_overrides(model, gen_length, steps)
+    # looked up on the package, where tests replace it
+    from . import text_generation_overrides as overrides_for
+
+    kwargs = overrides_for(model, gen_length, steps)
     text_question = format_question(question, options) if task == "vqa" else None  # None: report instruction
     text = pipe(image=_open_image(image), question=text_question, **kwargs).text
     return text if isinstance(text, str) else text[0]
@@ -692,7 +584,7 @@ def _group_table(keys: Sequence[str], scores: Sequence[float], chances: Sequence
 def finding_labeler_for(rows) -> Any:
     """The clinical-efficacy labeller that fits a dataset: CheXpert for chest X-ray sources, otherwise the
     finding vocabulary of its `boxes` labels (MedPhantom), CheXpert when it has none."""
-    from .metrics import FindingLabeler
+    from ..metrics import FindingLabeler
 
     sources = set(rows["source"]) if "source" in rows.column_names else set()
     if sources & {"iu_xray", "mimic_cxr"}:
@@ -722,7 +614,7 @@ def _scored_predictions(task: str, rows, predictions: Sequence[str], scores: Seq
 
 
 def _vqa_section(rows, predictions: Sequence[str]) -> tuple[dict[str, Any], list[float]]:
-    from .metrics import score_answer, vqa_accuracy
+    from ..metrics import score_answer, vqa_accuracy
 
     options = [list(o or []) for o in rows["options"]]
     answers = list(rows["answer"])
@@ -921,7 +813,7 @@ def evaluate_model(
     # Grounding: whenever generated answers / rationales contain boxes.
     generated = reasoning_predictions or vqa_predictions
     if generated is not None and any(parse_boxes(p) for p in generated) and "boxes" in qa_rows.column_names:
-        from .metrics import grounding_scores
+        from ..metrics import grounding_scores
 
         with_boxes = [i for i, b in enumerate(qa_rows["boxes"]) if b]
         if with_boxes:
@@ -948,7 +840,7 @@ def evaluate_model(
         )
 
     if "report" in tasks and report_rows is not None:
-        from .metrics import clinical_efficacy_scores, report_generation_scores
+        from ..metrics import clinical_efficacy_scores, report_generation_scores
 
         torch.manual_seed(seed)
         kwargs = text_generation_overrides(model, gen_length, steps, **extra)
@@ -1047,8 +939,8 @@ def _image_metrics(processor, real_images, generated_images) -> dict[str, float]
     import numpy as np
     import torch
 
-    from .image_tokenizer import images_to_tensor
-    from .metrics import image_generation_scores
+    from ..image_tokenizer import images_to_tensor
+    from ..metrics import image_generation_scores
 
     tokenizer = processor.image_tokenizer
     size = int(tokenizer.image_size)
@@ -1077,7 +969,7 @@ def _fmt(value: Any) -> str:
 
 def results_to_markdown(summary: Mapping[str, Any]) -> str:
     """The evaluation summary as Markdown: an overall table, then per-modality / per-question-type tables."""
-    from .hub import eval_summary_to_markdown
+    from ..hub import eval_summary_to_markdown
 
     ds = summary.get("dataset", {})
     lines = [
