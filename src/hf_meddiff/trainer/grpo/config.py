@@ -88,6 +88,11 @@ class DiffusionGRPOConfig(GRPOConfig):
         image_tokenization_batch_size (`int`, *optional*, defaults to `32`):
             Images per batch when the image tokenizer encodes a dataset with an `image` column (once, before
             training; the codes become the `image_ids` column).
+
+        > Run
+
+        save_on_signal (`bool`, *optional*, defaults to `True`):
+            On SIGTERM, finish the current optimizer step, save a checkpoint and stop training (as SFT does).
     """
 
     estimator: str = field(
@@ -138,6 +143,10 @@ class DiffusionGRPOConfig(GRPOConfig):
     )
     image_tokenization_batch_size: int = field(
         default=32, metadata={"help": "Images per batch when encoding a dataset's `image` column."}
+    )
+    save_on_signal: bool = field(
+        default=True,
+        metadata={"help": "On SIGTERM finish the current step, save a checkpoint and stop training."},
     )
 
     def __post_init__(self):

@@ -191,10 +191,10 @@ def load_policy(script_args: GRPOScriptArguments, model_args: Any):
 
 
 def load_train_rows(script_args: GRPOScriptArguments, processor: Any):
-    from ..sft.script import MedDiffScriptArguments, load_sft_datasets
+    from ..common import DatasetArguments, load_canonical_datasets
 
     size = script_args.medphantom_image_size or int(processor.image_processor.size)
-    data_args = MedDiffScriptArguments(
+    data_args = DatasetArguments(
         dataset_name=script_args.dataset_name,
         dataset_path=script_args.dataset_path,
         dataset_train_split=script_args.dataset_train_split,
@@ -204,7 +204,7 @@ def load_train_rows(script_args: GRPOScriptArguments, processor: Any):
         medphantom_image_size=size,
         medphantom_seed=script_args.medphantom_seed,
     )
-    train, _ = load_sft_datasets(data_args)
+    train, _ = load_canonical_datasets(data_args)
     return train
 
 
@@ -234,7 +234,7 @@ def save_policy(trainer: Any, processor: Any, script_args: GRPOScriptArguments, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the GRPO script; returns the exit status."""
+    """Run the GRPO script; returns the exit status (`128 + signal` when a signal stopped training)."""
     from transformers import set_seed
     from trl import get_peft_config
 
@@ -262,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
             get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
         )
     trainer.train(resume_from_checkpoint=checkpoint)
+    if trainer.stopped_by_signal:
+        return 128 + int(trainer.stopped_by_signal)
     save_policy(trainer, processor, script_args, model_args)
     trainer.save_state()
     if trainer.is_world_process_zero():

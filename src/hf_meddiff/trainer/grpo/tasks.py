@@ -130,7 +130,7 @@ def build_grpo_dataset(dataset: Dataset, processor: Any, args: DiffusionGRPOConf
                 f"A GRPO dataset needs an 'image' or 'image_ids' column (or 'prompt' and 'task'); it has "
                 f"{sorted(columns)}."
             )
-        from ..sft.collator import tokenize_dataset_images
+        from ..common import tokenize_dataset_images
 
         dataset = tokenize_dataset_images(dataset, processor, batch_size=args.image_tokenization_batch_size)
         bad = [i for i, error in enumerate(dataset["image_error"]) if error]

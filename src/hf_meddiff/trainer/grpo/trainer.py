@@ -14,6 +14,9 @@ iterations, logging, checkpointing and resume. This subclass replaces the seams 
   is shifted;
 - `_generate_and_score_completions` / `_compute_loss`: thin wrappers that carry each row's canvas and mask seed
   with the batch and pick the iteration's mask, so old, reference and current log-probs share their masks.
+
+With `save_on_signal` (the default) a SIGTERM ends training after the current step with a checkpoint
+(`SaveOnSignalMixin`, shared with the SFT trainer); `stopped_by_signal` then holds the signal.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from trl import GRPOTrainer
 from trl.models.utils import unwrap_model_for_generation
 
 from ...models.meddiff.likelihood_meddiff import estimator_passes, weighted_token_logps
+from ..common import SaveOnSignalMixin
 from .config import IMAGE_COMPLETION_TASKS, DiffusionGRPOConfig
 from .rewards import bind_policy, route_rewards
 from .tasks import build_grpo_dataset, prompt_token_ids
@@ -50,7 +54,7 @@ def _config_attribute(config: Any, name: str, value: Any):
             delattr(config, name)
 
 
-class DiffusionGRPOTrainer(GRPOTrainer):
+class DiffusionGRPOTrainer(SaveOnSignalMixin, GRPOTrainer):
     r"""
     GRPO for [`MedDiffForMaskedDiffusion`]: text and image completions from the diffusion samplers, log-probs from
     a pluggable masked-diffusion estimator, and the rewards of TRL's convention.

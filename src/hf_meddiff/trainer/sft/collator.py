@@ -1,8 +1,9 @@
 # Copyright 2026 The hf-meddiff Authors. Licensed under the Apache License, Version 2.0.
 """Data for masked-diffusion SFT: canonical records -> mixed-task token examples -> padded batches.
 
-1. `tokenize_dataset_images` encodes every image once with the processor's VQ image tokenizer into an
-   `image_ids` column (a `datasets.map`, optionally cached on disk), so no epoch re-encodes an image.
+1. `tokenize_dataset_images` (shared with GRPO, in `trainer/common.py`) encodes every image once with the
+   processor's VQ image tokenizer into an `image_ids` column (a `datasets.map`, optionally cached on disk), so no
+   epoch re-encodes an image.
 2. `build_task_examples` turns each canonical record into one example per task it supports (VQA, report,
    text-to-image, reasoning; `MedDiffSFTConfig.task_mix` sets how many) with `MedDiffProcessor`.
 3. `MedDiffDataCollator` right-pads a list of examples into a batch.
@@ -14,9 +15,6 @@ counted instead.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
 import random
 import string
 from collections import Counter
@@ -26,12 +24,11 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from datasets import Image as ImageFeature
-from PIL import Image
 
 from ...constants import TASKS
 from ...formatting import REASONING_INSTRUCTIONS, format_question, format_reasoning
 from ...models.meddiff.processing_meddiff import DEFAULT_REPORT_PROMPT
+from ..common import record_name, tokenize_dataset_images
 from .config import MedDiffSFTConfig
 
 IGNORE_INDEX = -100
@@ -118,99 +115,6 @@ class MedDiffDataCollator:
         }
 
 
-# ------------------------------------------------------------------------------------ image tokenisation
-def _record_name(record_id: Any, row: int) -> str:
-    return f"record {record_id!r} (row {row})" if record_id not in (None, "") else f"record at row {row}"
-
-
-def _open_image(value: Any) -> Image.Image:
-    """A PIL image from an undecoded `datasets.Image` value (`{"bytes", "path"}`) or an image object."""
-    if isinstance(value, Image.Image):
-        return value
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            image = Image.open(io.BytesIO(value["bytes"]))
-        elif value.get("path"):
-            image = Image.open(value["path"])
-        else:
-            raise ValueError("the image has neither bytes nor a path")
-        image.load()
-        return image
-    if isinstance(value, (str, os.PathLike)):
-        image = Image.open(value)
-        image.load()
-        return image
-    raise TypeError(f"unsupported image value of type {type(value).__name__}")
-
-
-def _module_fingerprint(module: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def tokenize_dataset_images(
-    dataset: Dataset,
-    processor: Any,
-    *,
-    batch_size: int = 32,
-    cache_dir: str | None = None,
-    desc: str = "Tokenising images",
-) -> Dataset:
-    """Add `image_ids` (the `g*g` VQ codes of the record's image, as `MedDiffProcessor.encode_images` gives them)
-    and `image_error` (non-empty when the image does not decode).
-
-    Images are decoded one by one, so an image that does not decode only marks its own record instead of
-    failing the batch. With `cache_dir` the result is written to `cache_dir/image_ids-<fingerprint>.arrow`,
-    keyed by the dataset's fingerprint and the image tokenizer's weights, and reused by later runs.
-
-    Args:
-        dataset (`datasets.Dataset`): a canonical dataset with an `image` column.
-        processor (`MedDiffProcessor`): its image processor and image tokenizer encode the images.
-    """
-    if "image" not in dataset.column_names:
-        raise ValueError(f"The dataset has no 'image' column (columns: {dataset.column_names}).")
-    if getattr(processor, "image_tokenizer", None) is None:
-        raise ValueError("The processor has no image tokenizer: build it with `image_tokenizer=`.")
-    if isinstance(dataset.features["image"], ImageFeature):
-        dataset = dataset.cast_column("image", ImageFeature(decode=False))
-    ids_column = "id" if "id" in dataset.column_names else None
-
-    def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-        images, errors, good = [], [], []
-        for position, value in enumerate(batch["image"]):
-            try:
-                if value is None:
-                    raise ValueError("the record has no image")
-                images.append(_open_image(value))
-                errors.append("")
-                good.append(position)
-            except Exception as error:  # noqa: BLE001 - any decode failure marks the record
-                record = batch[ids_column][position] if ids_column else None
-                errors.append(
-                    f"{_record_name(record, indices[position])}: field 'image' does not decode ({error})"
-                )
-        codes: list[list[int]] = [[] for _ in batch["image"]]
-        if images:
-            for position, row in zip(good, processor.encode_images(images, batch_size=len(images)).tolist()):
-                codes[position] = row
-        return {"image_ids": codes, "image_error": errors}
-
-    kwargs: dict[str, Any] = {}
-    if cache_dir is not None:
-        os.makedirs(cache_dir, exist_ok=True)
-        key = f"{dataset._fingerprint}-{_module_fingerprint(processor.image_tokenizer)}-{processor.image_processor.size}"
-        fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
-        kwargs.update(
-            cache_file_name=os.path.join(cache_dir, f"image_ids-{fingerprint}.arrow"),
-            new_fingerprint=fingerprint,
-            load_from_cache_file=True,
-        )
-    return dataset.map(encode, batched=True, batch_size=batch_size, with_indices=True, desc=desc, **kwargs)
-
-
 # ------------------------------------------------------------------------------------ task examples
 
 
@@ -235,7 +139,7 @@ def record_task_specs(record: dict[str, Any], row: int, args: MedDiffSFTConfig) 
     Raises:
         BadRecordError: the record has a field that makes an example impossible (named in the message).
     """
-    name = _record_name(record.get("id"), row)
+    name = record_name(record.get("id"), row)
     rng = random.Random(f"{args.seed}-{record.get('id', '')}-{row}")
     question = (record.get("question") or "").strip()
     answer = (record.get("answer") or "").strip()
@@ -337,7 +241,7 @@ def build_task_examples(
         for position, row in enumerate(indices):
             record = {key: batch[key][position] for key in columns if key != "image"}
             record_id = str(record.get("id") or row)
-            name = _record_name(record.get("id"), row)
+            name = record_name(record.get("id"), row)
             if record.get("image_error"):
                 emit([], [], -1, record_id, row, record["image_error"])
                 continue

@@ -25,26 +25,20 @@ from typing import Any
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
+from ..common import DatasetArguments, load_canonical_datasets
 from .config import MedDiffSFTConfig
 
 logger = logging.get_logger(__name__)
 
 
 @dataclass
-class MedDiffScriptArguments:
+class MedDiffScriptArguments(DatasetArguments):
     r"""
     Data, tokenizer and model-size arguments of the SFT script.
 
     Parameters:
-        > Data
-
-        dataset_name (`str`, defaults to `"medphantom"`):
-            `"medphantom"` (generated, the embedded default), `"canonical"` (a saved canonical dataset at
-            `dataset_path`), or the name of a public-set loader of `hf_meddiff.data` (e.g. `"iu_xray"`,
-            `"vqa_rad"`, `"slake"`) reading its native format from `dataset_path`.
-        dataset_path (`str`, *optional*): file or folder the dataset is read from.
-        dataset_train_split / dataset_eval_split (`str`): values of the `split` column used for training and
-            evaluation (`"all"` keeps every row; an empty eval split disables evaluation).
+        > Data: the fields of [`~hf_meddiff.trainer.common.DatasetArguments`] (`dataset_name`, `dataset_path`,
+        `dataset_train_split`, `dataset_eval_split`, `max_*_samples`, `medphantom_*`).
 
         > Tokenizers
 
@@ -60,31 +54,6 @@ class MedDiffScriptArguments:
             scratch (ignored when `model_name_or_path` is set).
         model_config_overrides (`dict`, *optional*): config fields to override, e.g. `{"num_hidden_layers": 2}`.
     """
-
-    dataset_name: str = field(
-        default="medphantom",
-        metadata={
-            "help": "'medphantom', 'canonical' (saved dataset at dataset_path) or a public-set loader name."
-        },
-    )
-    dataset_path: str | None = field(
-        default=None, metadata={"help": "File or folder the dataset is read from."}
-    )
-    dataset_train_split: str = field(default="train", metadata={"help": "`split` value used for training."})
-    dataset_eval_split: str | None = field(
-        default="validation", metadata={"help": "`split` value used for evaluation; empty/None disables it."}
-    )
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Keep at most this many train records."}
-    )
-    max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Keep at most this many eval records."}
-    )
-    medphantom_num_cases: int = field(
-        default=2000, metadata={"help": "MedPhantom cases to generate (all splits)."}
-    )
-    medphantom_image_size: int = field(default=64, metadata={"help": "MedPhantom image side in pixels."})
-    medphantom_seed: int = field(default=0, metadata={"help": "MedPhantom generator seed."})
 
     processor_path: str | None = field(
         default=None, metadata={"help": "A saved MedDiffProcessor (overrides the tokenizer fields)."}
@@ -118,90 +87,9 @@ class MedDiffScriptArguments:
     )
 
     def __post_init__(self):
+        super().__post_init__()
         if isinstance(self.model_config_overrides, str):
             self.model_config_overrides = json.loads(self.model_config_overrides)
-        if self.dataset_eval_split in ("", "none", "None", "null"):
-            self.dataset_eval_split = None
-
-
-# ----------------------------------------------------------------------------------------------------- data
-def _select_split(dataset, split: str | None, limit: int | None, what: str):
-    if split is None:
-        return None
-    if split != "all":
-        if "split" not in dataset.column_names:
-            raise ValueError(
-                f"The dataset has no 'split' column to select the {what} split {split!r}; use 'all'."
-            )
-        dataset = dataset.filter(
-            lambda s: s == split, input_columns="split", desc=f"Selecting the {what} split"
-        )
-    if limit is not None:
-        dataset = dataset.select(range(min(limit, len(dataset))))
-    return dataset
-
-
-def load_sft_datasets(script_args: MedDiffScriptArguments):
-    """`(train, eval)` canonical datasets for the script arguments (`eval` is None when there is none)."""
-    name = script_args.dataset_name
-    if name == "medphantom" and script_args.dataset_path:
-        name = (
-            "canonical"  # a saved MedPhantom (or other canonical) dataset, e.g. from `hf-meddiff data make`
-        )
-    if name == "medphantom":
-        from ...data import make_phantom_dataset
-
-        dataset = make_phantom_dataset(
-            script_args.medphantom_num_cases,
-            seed=script_args.medphantom_seed,
-            image_size=script_args.medphantom_image_size,
-        )
-    elif name == "canonical":
-        if not script_args.dataset_path:
-            raise ValueError(
-                "dataset_name 'canonical' needs dataset_path (a Parquet file or save_to_disk folder)."
-            )
-        from ...evaluation import load_canonical
-
-        dataset = load_canonical(script_args.dataset_path)
-    else:
-        dataset = _load_public(name, script_args.dataset_path)
-    train = _select_split(dataset, script_args.dataset_train_split, script_args.max_train_samples, "train")
-    if train is None or len(train) == 0:
-        raise ValueError(
-            f"The train split {script_args.dataset_train_split!r} of dataset {name!r} is empty; check "
-            "dataset_train_split (or use 'all')."
-        )
-    evaluation = _select_split(dataset, script_args.dataset_eval_split, script_args.max_eval_samples, "eval")
-    if evaluation is not None and len(evaluation) == 0:
-        logger.warning(f"No rows with split {script_args.dataset_eval_split!r}: training without evaluation.")
-        evaluation = None
-    return train, evaluation
-
-
-def _load_public(name: str, path: str | None):
-    from ... import data
-
-    loader = getattr(data, f"load_{name}", None)
-    if loader is None:
-        loaders = sorted(n[len("load_") :] for n in dir(data) if n.startswith("load_"))
-        raise ValueError(
-            f"Unknown dataset_name {name!r}: use 'medphantom', 'canonical' or one of the public-set loaders "
-            f"{loaders}."
-        )
-    if not path:
-        raise ValueError(f"dataset_name {name!r} reads its native files: set dataset_path to them.")
-    dataset = loader(path)
-    if hasattr(dataset, "keys") and not hasattr(dataset, "column_names"):  # a DatasetDict
-        from datasets import concatenate_datasets
-
-        parts = []
-        for split, part in dataset.items():
-            if "split" not in part.column_names:
-                part = part.add_column("split", [split] * len(part))
-            parts.append(part)
-        dataset = concatenate_datasets(parts)
-    return dataset
 
 
 # ------------------------------------------------------------------------------------------- processor
@@ -350,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         list(sys.argv[1:] if argv is None else argv)
     )
     set_seed(training_args.seed)
-    train_dataset, eval_dataset = load_sft_datasets(script_args)
+    train_dataset, eval_dataset = load_canonical_datasets(script_args)
     with training_args.main_process_first(desc="building the processor"):
         processor = build_processor(script_args, train_dataset, training_args.output_dir)
     set_seed(training_args.seed)  # the initial weights do not depend on whether tokenizers were trained first

@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import copy
 import os
-import signal
-import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,6 +28,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
 from ...constants import TASKS
+from ..common import SaveOnSignalMixin
 from .collator import MedDiffDataCollator, prepare_sft_dataset
 from .config import MedDiffSFTConfig
 
@@ -114,26 +112,7 @@ def sample_example_noise(
     return noise_mask.to(labels.device), mask_ratio.to(labels.device)
 
 
-class _SaveOnSignalCallback(TrainerCallback):
-    """Turns a received SIGTERM into `should_save` + `should_training_stop` at the end of the current step."""
-
-    def __init__(self, trainer: MedDiffSFTTrainer):
-        self.trainer = trainer
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.trainer._signal_received_anywhere():
-            control.should_save = True
-            control.should_training_stop = True
-            self.trainer.stopped_by_signal = self.trainer._received_signal or signal.SIGTERM
-            logger.warning(
-                f"Received signal {signal.Signals(self.trainer.stopped_by_signal).name} during step "
-                f"{state.global_step}: saving checkpoint-{state.global_step} in {args.output_dir} and stopping. "
-                "Resume with `--resume_from_checkpoint true`."
-            )
-        return control
-
-
-class MedDiffSFTTrainer(Trainer):
+class MedDiffSFTTrainer(SaveOnSignalMixin, Trainer):
     r"""
     Masked-diffusion SFT of a [`MedDiffForMaskedDiffusion`] on mixed-task batches.
 
@@ -231,10 +210,6 @@ class MedDiffSFTTrainer(Trainer):
             "train": defaultdict(list),
             "eval": defaultdict(list),
         }
-        self._received_signal: int | None = None
-        self.stopped_by_signal: int | None = None
-        if args.save_on_signal:
-            self.add_callback(_SaveOnSignalCallback(self))
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
 
@@ -405,36 +380,13 @@ class MedDiffSFTTrainer(Trainer):
         super().log(logs, start_time)
         self._metrics[mode].clear()
 
-    # ------------------------------------------------------------------ signals
+    # ------------------------------------------------------------------ train
     def train(self, *args: Any, **kwargs: Any):
-        """`Trainer.train`, writing the data report first and, with `save_on_signal`, saving on SIGTERM."""
-        self.stopped_by_signal = None
-        self._received_signal = None
+        """`Trainer.train`, writing the data report first and, with `save_on_signal`, saving on SIGTERM
+        (`SaveOnSignalMixin`)."""
         if self.data_report and self.is_world_process_zero():
             _write_json(os.path.join(self.args.output_dir, "data_report.json"), self.data_report)
-        with self._signal_handlers():
-            return super().train(*args, **kwargs)
-
-    @contextmanager
-    def _signal_handlers(self) -> Iterator[None]:
-        if not self.args.save_on_signal or threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            self._received_signal = signum
-
-        previous = signal.signal(signal.SIGTERM, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-
-    def _signal_received_anywhere(self) -> bool:
-        flag = torch.tensor(0.0 if self._received_signal is None else 1.0, device=self.args.device)
-        if self.accelerator.num_processes > 1:
-            flag = self.accelerator.reduce(flag, reduction="sum")
-        return bool(flag > 0)
+        return super().train(*args, **kwargs)
 
     # ------------------------------------------------------------------ hub
     def push_to_hub(
