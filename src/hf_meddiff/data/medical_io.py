@@ -10,6 +10,9 @@ What this module adds:
 - `load_medical_folder(root, ...)`: a folder of DICOM / NIfTI / PNG / JPEG files -> a canonical dataset.
   Only pixels and a short allow-list of technical DICOM attributes (`SAFE_DICOM_ATTRIBUTES`) are read;
   no identifying attribute (`PHI_DICOM_KEYWORDS`) is ever copied, and ids are hashes of relative paths.
+- `open_image(value)`: the one way an image value of a canonical dataset (`datasets.Image` `{"bytes", "path"}`,
+  a file path, a PIL image) becomes a PIL image (`datasets.Image` decoding); DICOM / NIfTI paths stay paths for
+  the image processor.
 - `check_no_phi(dataset)`: refuses (raises `PHIError`) a dataset whose column names or string values look
   like DICOM protected health information, before any push to the Hub.
 
@@ -30,9 +33,11 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import PIL.Image
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
+from datasets import Image as ImageFeature
 
 from ..models.meddiff.image_processing_meddiff import (
     WINDOW_PRESETS,
@@ -53,8 +58,12 @@ __all__ = [
     "load_medical_folder",
     "load_medical_image",
     "nifti_to_array",
+    "open_image",
     "safe_dicom_metadata",
 ]
+
+MEDICAL_SUFFIXES = (".dcm", ".dicom", ".ima", ".nii", ".nii.gz")
+"""File suffixes of DICOM and NIfTI images (decoded by the image processing module, not by PIL)."""
 
 # DICOM keywords that identify a person, a place, a time or an instance (after DICOM PS3.15 Annex E's
 # basic de-identification profile, abridged to the attributes seen in practice).
@@ -274,6 +283,31 @@ def check_no_phi(
             + "\nRemove or de-identify these columns/values (or pass allow_columns= for columns you have "
             "verified) before saving or pushing."
         )
+
+
+def open_image(value: Any) -> PIL.Image.Image | str | os.PathLike:
+    """A loaded PIL image from a `datasets.Image` value (`{"bytes", "path"}`), an image file path or a PIL image,
+    decoded as `datasets.Image` decodes (EXIF orientation applied). A DICOM / NIfTI path is returned unchanged:
+    the image processor decodes it (rescale, windowing, slice choice).
+
+    >>> import io, PIL.Image
+    >>> buffer = io.BytesIO()
+    >>> PIL.Image.new("L", (4, 3)).save(buffer, format="PNG")
+    >>> open_image({"bytes": buffer.getvalue(), "path": None}).size
+    (4, 3)
+    """
+    if isinstance(value, PIL.Image.Image):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        if os.fspath(value).lower().endswith(MEDICAL_SUFFIXES):
+            return value
+        value = {"bytes": None, "path": os.fspath(value)}
+    if isinstance(value, dict):
+        data, path = value.get("bytes") or None, value.get("path") or None
+        if data is None and path is None:
+            raise ValueError("the image has neither bytes nor a path")
+        return ImageFeature().decode_example({"bytes": data, "path": path})
+    raise TypeError(f"unsupported image value of type {type(value).__name__}")
 
 
 def safe_dicom_metadata(ds: Any) -> dict[str, Any]:
