@@ -1,4 +1,5 @@
-"""`hf-meddiff ddpo`: recipes, overrides and one miniature end-to-end run of the embedded default."""
+"""`hf-meddiff ddpo`: recipes, flags over the recipe, `--help`, and one miniature end-to-end run of the embedded
+default."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hf_meddiff.trainer.ddpo.script import load_recipe, main, save_grids
+from hf_meddiff.trainer.ddpo.script import DDPOScriptArguments, main, parse_args, save_grids
 
 RECIPES = Path(__file__).resolve().parents[1] / "trainers"
 
@@ -17,29 +18,64 @@ RECIPES = Path(__file__).resolve().parents[1] / "trainers"
 def test_shipped_recipes_parse_into_a_valid_config(name):
     from hf_meddiff import MedDDPOConfig
 
-    recipe = load_recipe(RECIPES / name)
-    config = MedDDPOConfig.from_dict(recipe["ddpo"])
+    args, config = parse_args(["--config", str(RECIPES / name)])
+    assert isinstance(args, DDPOScriptArguments) and isinstance(config, MedDDPOConfig)
     assert config.use_lora and config.sample_eta > 0
-    assert recipe["rewards"][0]["type"] == "attribute_classifier"
+    assert args.rewards[0] == "attribute_classifier" and len(args.weights) == len(args.rewards)
 
 
-def test_overrides_reach_nested_sections_and_list_items():
-    recipe = load_recipe(
-        RECIPES / "ddpo_embedded.yaml",
-        ["ddpo.num_epochs=3", "rewards.0.train_steps=7", "data.modalities=[dermoscopy]"],
+def test_flags_override_the_recipe_and_groups_parse_from_yaml_or_flags():
+    args, config = parse_args(
+        [
+            "--config",
+            str(RECIPES / "ddpo_embedded.yaml"),
+            "--num_epochs",
+            "3",
+            "--classifier_train_steps",
+            "7",
+            "--medphantom_modalities",
+            "dermoscopy",
+            "--classifier_exclusive_groups",
+            "nevus,melanoma",
+            "mild,severe",
+        ]
     )
-    assert recipe["ddpo"]["num_epochs"] == 3 and recipe["rewards"][0]["train_steps"] == 7
+    assert config.num_epochs == 3 and args.classifier_train_steps == 7
+    assert args.classifier_exclusive_groups == [["nevus", "melanoma"], ["mild", "severe"]]
+    hub, _ = parse_args(["--config", str(RECIPES / "ddpo_hub.yaml")])
+    assert hub.classifier_exclusive_groups[0] == ["nevus", "melanoma", "angioma"]
 
 
-def test_recipe_errors_name_the_problem(tmp_path):
+def test_recipe_errors_name_the_problem(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("ddpo: {}\nrewardz: []\n")
+    bad.write_text("num_epochs: 1\nrewardz: []\n")
     with pytest.raises(ValueError, match="rewardz"):
-        load_recipe(bad)
+        parse_args(["--config", str(bad)])
     with pytest.raises(FileNotFoundError, match="trainers/"):
-        load_recipe(tmp_path / "missing.yaml")
-    with pytest.raises(ValueError, match="section.key=value"):
-        load_recipe(RECIPES / "ddpo_embedded.yaml", ["num_epochs"])
+        parse_args(["--config", str(tmp_path / "missing.yaml")])
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(RECIPES / "ddpo_embedded.yaml"), "--num_epochs"])
+    assert "--num_epochs" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="rewards must be"):
+        parse_args(["--rewards", "brightness"])
+    with pytest.raises(ValueError, match="2 weights for 1 rewards"):
+        parse_args(["--reward_weights", "1", "2"])
+
+
+def test_help_lists_every_field_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: hf-meddiff ddpo")
+    for flag in (
+        "--classifier_train_steps",
+        "--eval_num_images_per_prompt",
+        "--num_epochs",
+        "--pretrained_model",
+    ):
+        assert flag in out
+    assert "(default: 300)" in out and "--config" in out
 
 
 def test_grids_have_a_before_row_and_an_after_row(tmp_path):
@@ -56,23 +92,24 @@ def test_grids_have_a_before_row_and_an_after_row(tmp_path):
 def test_embedded_recipe_runs_end_to_end(tmp_path, capsys):
     pytest.importorskip("hf_meddiff.data")
     out = tmp_path / "run"
-    overrides = [
-        f"ddpo.output_dir={out}",
-        "data.num_cases=24",
-        "pipeline.vae_steps=2",
-        "pipeline.unet_steps=2",
-        "rewards.0.train_steps=2",
-        "ddpo.num_epochs=1",
-        "ddpo.save_freq=1",
-        "ddpo.sample_num_steps=2",
-        "ddpo.sample_batch_size=2",
-        "ddpo.sample_num_batches_per_epoch=1",
-        "ddpo.train_batch_size=2",
-        "ddpo.sft_num_steps=2",
-        "ddpo.sft_batch_size=4",
-        "evaluation.num_images_per_prompt=2",
-    ]
-    assert main(["--config", str(RECIPES / "ddpo_embedded.yaml"), *overrides]) == 0
+    flags = {
+        "output_dir": out,
+        "medphantom_num_cases": 24,
+        "vae_steps": 2,
+        "unet_steps": 2,
+        "classifier_train_steps": 2,
+        "num_epochs": 1,
+        "save_freq": 1,
+        "sample_num_steps": 2,
+        "sample_batch_size": 2,
+        "sample_num_batches_per_epoch": 1,
+        "train_batch_size": 2,
+        "sft_num_steps": 2,
+        "sft_batch_size": 4,
+        "eval_num_images_per_prompt": 2,
+    }
+    argv = [item for key, value in flags.items() for item in (f"--{key}", str(value))]
+    assert main(["--config", str(RECIPES / "ddpo_embedded.yaml"), *argv]) == 0
     printed = capsys.readouterr().out
     assert '"reward_last_epoch"' in printed and '"eval_after"' in printed
     results = json.loads((out / "results.json").read_text())

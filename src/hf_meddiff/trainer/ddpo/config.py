@@ -53,7 +53,10 @@ class MedDDPOConfig:
     # > Model / LoRA
     pretrained_model: str | None = field(
         default=None,
-        metadata={"help": "Hub id or local path of a Stable Diffusion pipeline (used by the CLI/recipes)."},
+        metadata={
+            "help": "Hub id or local path of the Stable Diffusion pipeline `hf-meddiff ddpo` trains (unset: the "
+            "embedded tiny pipeline, built and trained on the recipe's data)."
+        },
     )
     pretrained_revision: str | None = field(
         default=None, metadata={"help": "Revision of `pretrained_model`."}

@@ -1,83 +1,206 @@
-"""`hf-meddiff ddpo --config trainers/<recipe>.yaml`: build pipeline, data and rewards from a recipe, then run
-stage one (supervised LoRA), DDPO, and the before/after evaluation (grids, reward, FID/KID, CLIP score).
-
-A recipe is YAML with these sections (see `trainers/ddpo_embedded.yaml` and `trainers/ddpo_hub.yaml`):
-
-- `pipeline`: `source: embedded` (a tiny Stable Diffusion built from components and trained here on MedPhantom
-  images) or a Hub id / local path of any Stable Diffusion pipeline (`source: stabilityai/...`).
-- `data`: MedPhantom (`num_cases`, `image_size`, `modalities`, `seed`) or a canonical dataset on disk
-  (`path:` a folder saved with `save_to_disk` or a parquet file) - used for stage one, the reward model, the
-  prompts and the FID/KID reference set.
-- `rewards`: a list of `{type, weight, ...}`: `attribute_classifier` (trained here on the data unless
-  `path:` gives a saved one), `clip` (`model:` Hub id/path), `open_clip` (`model:` name), each optionally
-  wrapped as `region: true`.
-- `ddpo`: `MedDDPOConfig` fields.
-- `evaluation`: `num_images_per_prompt`, `seed`, `clip_model` (optional), `fid` (true/false).
-
-Every output goes under `ddpo.output_dir`: `base_pipeline/` (embedded), `attribute_classifier/`, `lora/`,
-`grids/<prompt>.png` (rows: before, after), `results.json`.
-
-Example:
+# Copyright 2026 The hf-meddiff Authors. Licensed under the Apache License, Version 2.0.
+"""DDPO of a Stable Diffusion pipeline from a YAML recipe (open-r1 style): build pipeline, data and rewards, then
+run stage one (supervised LoRA), DDPO, and the before/after evaluation (grids, reward, FID/KID, CLIP score).
 
 ```bash
-hf-meddiff ddpo --config trainers/ddpo_embedded.yaml ddpo.num_epochs=5
+hf-meddiff ddpo --config trainers/ddpo_embedded.yaml [--key value ...]     # e.g. --num_epochs 5
+python -m hf_meddiff.trainer.ddpo.script --config trainers/ddpo_embedded.yaml --num_epochs 5
+accelerate launch -m hf_meddiff.trainer.ddpo.script --config trainers/ddpo_hub.yaml
 ```
+
+The recipe sets the fields of two dataclasses: `DDPOScriptArguments` (pipeline, data, rewards, evaluation) and
+`MedDDPOConfig` (DDPO and stage one). The pipeline is `pretrained_model` (a Hub id / local path of any Stable
+Diffusion pipeline) or, when unset, the embedded default: a tiny Stable Diffusion built from components and
+trained here on the data's images. The data (MedPhantom, or a canonical dataset at `dataset_path`) feeds stage
+one, the attribute classifier, the prompts and the FID/KID reference set.
+
+Every output goes under `output_dir`: `base_pipeline/` (embedded), `attribute_classifier/`, `lora/`,
+`grids/<prompt>.png` (rows: before, after), `results.json`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
+import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
+
+from .config import MedDDPOConfig
 
 logger = logging.getLogger("hf_meddiff.ddpo")
 
-
-def _set(recipe: dict, dotted: str, raw: str) -> None:
-    keys: list[Any] = [int(k) if k.isdigit() else k for k in dotted.split(".")]
-    node: Any = recipe
-    for key in keys[:-1]:
-        node = node[key] if isinstance(node, list) else node.setdefault(key, {})
-    node[keys[-1]] = yaml.safe_load(raw)
+REWARDS = ("attribute_classifier", "clip", "open_clip")
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """Read a YAML recipe and apply `section.key=value` overrides (values parsed as YAML)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Recipe {path} not found; recipes live in trainers/ (e.g. trainers/ddpo_embedded.yaml)."
+@dataclass
+class DDPOScriptArguments:
+    r"""
+    Pipeline, data, reward and evaluation arguments of the DDPO script (the training fields are
+    [`MedDDPOConfig`]'s; its `pretrained_model` names the pipeline).
+
+    Parameters:
+        > Embedded pipeline (when `pretrained_model` is unset)
+
+        pipeline_seed (`int`, defaults to `0`), vae_steps (`int`, defaults to `300`), unet_steps (`int`, defaults to
+            `600`), unet_learning_rate (`float`, defaults to `2e-3`): the tiny VAE's reconstruction training and the
+            tiny UNet's text-to-image training, from random weights.
+
+        > Data
+
+        dataset_path (`str`, *optional*): a canonical dataset (`save_to_disk` folder or `.parquet`) instead of
+            MedPhantom; dataset_split (`str`, *optional*) keeps the rows of one `split`.
+        medphantom_num_cases / medphantom_image_size / medphantom_modalities / medphantom_seed: the generated
+            MedPhantom cases; the embedded pipeline works at `medphantom_image_size`.
+        resolution (`int`, defaults to `512`): image side of a Hub pipeline (stage one's images are resized to it).
+
+        > Rewards
+
+        rewards (`list[str]`, defaults to `["attribute_classifier"]`): among `REWARDS`; reward_weights (`list[float]`,
+            *optional*) weighs them in this order (1 each by default); region_rewards (`list[str]`) names those
+            scored on the crops of the boxes a prompt names (`RegionReward`).
+        classifier_*: the attribute classifier (trained here on the data unless `classifier_path` names a saved
+            one); clip_model / clip_scale: a transformers CLIP; open_clip_model / open_clip_scale: an open_clip
+            model (e.g. BiomedCLIP).
+
+        > Evaluation
+
+        eval_num_images_per_prompt, eval_seed, eval_fid, eval_num_reference, eval_clip_model: images per prompt
+            before and after RL (fixed seeds), FID/KID against `eval_num_reference` real images (features of the
+            attribute classifier's backbone) and CLIP score with `eval_clip_model`.
+    """
+
+    # > Embedded pipeline
+    pipeline_seed: int = field(
+        default=0, metadata={"help": "Seed of the embedded tiny pipeline's weights and pretraining."}
+    )
+    vae_steps: int = field(default=300, metadata={"help": "Reconstruction training steps of the tiny VAE."})
+    unet_steps: int = field(default=600, metadata={"help": "Text-to-image training steps of the tiny UNet."})
+    unet_learning_rate: float = field(default=2e-3, metadata={"help": "Learning rate of the tiny UNet."})
+
+    # > Data
+    dataset_path: str | None = field(
+        default=None,
+        metadata={"help": "A canonical dataset (save_to_disk folder or .parquet) instead of MedPhantom."},
+    )
+    dataset_split: str | None = field(
+        default=None, metadata={"help": "Keep only the rows with this `split` value (default: every row)."}
+    )
+    medphantom_num_cases: int = field(default=512, metadata={"help": "MedPhantom cases to generate."})
+    medphantom_image_size: int = field(
+        default=32, metadata={"help": "MedPhantom image side in pixels (the embedded pipeline's resolution)."}
+    )
+    medphantom_modalities: list[str] = field(
+        default_factory=lambda: ["dermoscopy"], metadata={"help": "MedPhantom modalities to generate."}
+    )
+    medphantom_seed: int = field(default=0, metadata={"help": "MedPhantom generator seed."})
+    resolution: int = field(
+        default=512, metadata={"help": "Image side of a Hub pipeline (stage one's images are resized to it)."}
+    )
+
+    # > Rewards
+    rewards: list[str] = field(
+        default_factory=lambda: ["attribute_classifier"],
+        metadata={"help": f"Reward functions, among {REWARDS}."},
+    )
+    reward_weights: list[float] | None = field(
+        default=None, metadata={"help": "One weight per reward, in the order of `rewards` (default 1 each)."}
+    )
+    region_rewards: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Rewards scored on the crops of the boxes a prompt names (RegionReward)."},
+    )
+    classifier_path: str | None = field(
+        default=None, metadata={"help": "A saved attribute classifier (default: trained here on the data)."}
+    )
+    classifier_train_steps: int = field(
+        default=300, metadata={"help": "Training steps of an attribute classifier trained here."}
+    )
+    classifier_mode: str = field(
+        default="probability",
+        metadata={
+            "help": "'probability' (mean probability of the prompt's attributes) or 'fraction' (thresholded)."
+        },
+    )
+    classifier_threshold: float = field(default=0.5, metadata={"help": "Threshold of the 'fraction' mode."})
+    classifier_exclusive_groups: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Groups of mutually exclusive attributes, each comma-separated, e.g. 'nevus,melanoma'."
+        },
+    )
+    clip_model: str | None = field(
+        default=None, metadata={"help": "Hub id / path of the `clip` reward's model."}
+    )
+    clip_scale: float = field(default=1.0, metadata={"help": "Multiplies the `clip` reward's cosine."})
+    open_clip_model: str | None = field(
+        default=None, metadata={"help": "open_clip name / hf-hub: id of the `open_clip` reward's model."}
+    )
+    open_clip_scale: float = field(
+        default=1.0, metadata={"help": "Multiplies the `open_clip` reward's cosine."}
+    )
+
+    # > Evaluation
+    eval_num_images_per_prompt: int = field(
+        default=4, metadata={"help": "Images per prompt before and after RL (same seeds)."}
+    )
+    eval_seed: int = field(default=1234, metadata={"help": "Seed of the evaluation images."})
+    eval_fid: bool = field(
+        default=True,
+        metadata={"help": "FID/KID with the attribute classifier's backbone as feature extractor."},
+    )
+    eval_num_reference: int = field(
+        default=256, metadata={"help": "Real images of the FID/KID reference set."}
+    )
+    eval_clip_model: str | None = field(
+        default=None, metadata={"help": "Hub id / path of a CLIP model for the CLIP score (default: none)."}
+    )
+
+    # > Run
+    threads: int | None = field(
+        default=None, metadata={"help": "torch intra-op threads (tiny models: 1 is fastest on shared cores)."}
+    )
+
+    def __post_init__(self):
+        unknown = sorted(set(self.rewards) - set(REWARDS)) + sorted(
+            set(self.region_rewards) - set(self.rewards)
         )
-    recipe = yaml.safe_load(path.read_text()) or {}
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"Override {item!r} must look like section.key=value (e.g. ddpo.num_epochs=5).")
-        key, value = item.split("=", 1)
-        _set(recipe, key, value)
-    unknown = set(recipe) - {"pipeline", "data", "rewards", "ddpo", "evaluation", "threads"}
-    if unknown:
-        raise ValueError(
-            f"{path}: unknown recipe section(s) {sorted(unknown)}; use pipeline, data, rewards, ddpo, evaluation."
-        )
-    return recipe
+        if unknown or not self.rewards:
+            raise ValueError(
+                f"rewards must be a non-empty list among {REWARDS} and region_rewards a subset of it; got "
+                f"rewards={self.rewards}, region_rewards={self.region_rewards}."
+            )
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
+            raise ValueError(
+                f"reward_weights has {len(self.reward_weights)} weights for {len(self.rewards)} rewards {self.rewards}."
+            )
+        # a YAML list of lists, or comma-separated groups from the command line
+        self.classifier_exclusive_groups = [
+            list(group)
+            if isinstance(group, (list, tuple))
+            else [a.strip() for a in group.split(",") if a.strip()]
+            for group in self.classifier_exclusive_groups
+        ]
+
+    @property
+    def weights(self) -> list[float]:
+        return [float(w) for w in self.reward_weights] if self.reward_weights else [1.0] * len(self.rewards)
 
 
 # --------------------------------------------------------------------------------------------- data
 
 
-def load_records(data: dict[str, Any]):
-    """The canonical dataset of a recipe: MedPhantom by default, or `path:` (save_to_disk folder / parquet)."""
-    if data.get("path"):
+def load_records(args: DDPOScriptArguments):
+    """The canonical dataset of a recipe: MedPhantom by default, or `dataset_path` (save_to_disk folder / parquet)."""
+    if args.dataset_path:
         from datasets import load_dataset, load_from_disk
 
-        path = Path(data["path"])
+        path = Path(args.dataset_path)
         ds = (
             load_dataset("parquet", data_files=str(path), split="train")
             if path.suffix == ".parquet"
@@ -87,13 +210,13 @@ def load_records(data: dict[str, Any]):
         from ...data import make_phantom_dataset
 
         ds = make_phantom_dataset(
-            int(data.get("num_cases", 512)),
-            seed=int(data.get("seed", 0)),
-            image_size=int(data.get("image_size", 32)),
-            modalities=tuple(data.get("modalities", ("dermoscopy",))),
+            args.medphantom_num_cases,
+            seed=args.medphantom_seed,
+            image_size=args.medphantom_image_size,
+            modalities=tuple(args.medphantom_modalities),
         )
-    if data.get("split"):
-        ds = ds.filter(lambda s: s == data["split"], input_columns="split")
+    if args.dataset_split:
+        ds = ds.filter(lambda s: s == args.dataset_split, input_columns="split")
     return ds
 
 
@@ -110,26 +233,32 @@ def prepare_pairs(ds, image_size: int) -> tuple[torch.Tensor, list[str], list[li
 # ------------------------------------------------------------------------------------------- builders
 
 
-def build_pipeline(section: dict[str, Any], images: torch.Tensor, captions: list[str], output_dir: Path):
+def is_embedded(config: MedDDPOConfig) -> bool:
+    return config.pretrained_model in (None, "", "embedded")
+
+
+def build_pipeline(
+    args: DDPOScriptArguments,
+    config: MedDDPOConfig,
+    images: torch.Tensor,
+    captions: list[str],
+    output_dir: Path,
+):
     """The Stable Diffusion pipeline of a recipe (embedded: built and trained here; else `from_pretrained`)."""
-    source = section.get("source", "embedded")
-    if source != "embedded":
+    if not is_embedded(config):
         from diffusers import StableDiffusionPipeline
 
-        return StableDiffusionPipeline.from_pretrained(source, revision=section.get("revision"))
+        return StableDiffusionPipeline.from_pretrained(
+            config.pretrained_model, revision=config.pretrained_revision
+        )
     from .tiny import build_tiny_stable_diffusion, pretrain_tiny_unet, pretrain_tiny_vae
 
-    seed = int(section.get("seed", 0))
+    seed = args.pipeline_seed
     pipe = build_tiny_stable_diffusion(seed=seed, sample_size=images.shape[-1] // 2)
     t0 = time.perf_counter()
-    vae_losses = pretrain_tiny_vae(pipe.vae, images, num_steps=int(section.get("vae_steps", 300)), seed=seed)
+    vae_losses = pretrain_tiny_vae(pipe.vae, images, num_steps=args.vae_steps, seed=seed)
     unet_losses = pretrain_tiny_unet(
-        pipe,
-        images,
-        captions,
-        num_steps=int(section.get("unet_steps", 600)),
-        learning_rate=float(section.get("unet_learning_rate", 2e-3)),
-        seed=seed,
+        pipe, images, captions, num_steps=args.unet_steps, learning_rate=args.unet_learning_rate, seed=seed
     )
     logger.info(
         "embedded pipeline: VAE loss %.4f -> %.4f, UNet loss %.4f -> %.4f (%.0f s)",
@@ -143,7 +272,7 @@ def build_pipeline(section: dict[str, Any], images: torch.Tensor, captions: list
     return pipe
 
 
-def build_rewards(specs: list[dict[str, Any]], images, attributes, output_dir: Path):
+def build_rewards(args: DDPOScriptArguments, images, attributes, output_dir: Path):
     """Reward callables and weights of a recipe; returns (funcs, weights, attribute_classifier or None)."""
     from ...rewards.image_rewards import (
         AttributeClassifierReward,
@@ -153,23 +282,19 @@ def build_rewards(specs: list[dict[str, Any]], images, attributes, output_dir: P
     )
     from .tiny import build_attribute_classifier, train_attribute_classifier
 
-    funcs, weights, classifier = [], [], None
-    for spec in specs or [{"type": "attribute_classifier"}]:
-        spec = dict(spec)
-        kind = spec.pop("type")
-        weight = float(spec.pop("weight", 1.0))
-        region = bool(spec.pop("region", False))
+    funcs, classifier = [], None
+    for kind in args.rewards:
         if kind == "attribute_classifier":
             from transformers import AutoModelForImageClassification
 
-            if spec.get("path"):
-                classifier = AutoModelForImageClassification.from_pretrained(spec["path"])
+            if args.classifier_path:
+                classifier = AutoModelForImageClassification.from_pretrained(args.classifier_path)
             else:
                 names = sorted({a for attrs in attributes for a in attrs})
                 classifier = build_attribute_classifier(names, image_size=images.shape[-1])
                 t0 = time.perf_counter()
                 losses = train_attribute_classifier(
-                    classifier, images, attributes, num_steps=int(spec.get("train_steps", 300))
+                    classifier, images, attributes, num_steps=args.classifier_train_steps
                 )
                 logger.info(
                     "attribute classifier: loss %.3f -> %.3f (%.0f s)",
@@ -180,20 +305,23 @@ def build_rewards(specs: list[dict[str, Any]], images, attributes, output_dir: P
                 classifier.save_pretrained(output_dir / "attribute_classifier")
             func = AttributeClassifierReward(
                 classifier,
-                mode=spec.get("mode", "probability"),
-                threshold=float(spec.get("threshold", 0.5)),
-                exclusive_groups=spec.get("exclusive_groups", ()),
+                mode=args.classifier_mode,
+                threshold=args.classifier_threshold,
+                exclusive_groups=args.classifier_exclusive_groups,
                 image_size=images.shape[-1],
             )
         elif kind == "clip":
-            func = CLIPScoreReward(spec["model"], scale=float(spec.get("scale", 1.0)))
-        elif kind == "open_clip":
-            func = OpenCLIPScoreReward(spec["model"], scale=float(spec.get("scale", 1.0)))
+            if not args.clip_model:
+                raise ValueError("The `clip` reward needs clip_model (a Hub id or path of a CLIP model).")
+            func = CLIPScoreReward(args.clip_model, scale=args.clip_scale)
         else:
-            raise ValueError(f"Unknown reward type {kind!r}; use attribute_classifier, clip or open_clip.")
-        funcs.append(RegionReward(func) if region else func)
-        weights.append(weight)
-    return funcs, weights, classifier
+            if not args.open_clip_model:
+                raise ValueError(
+                    "The `open_clip` reward needs open_clip_model (an open_clip name or hf-hub: id)."
+                )
+            func = OpenCLIPScoreReward(args.open_clip_model, scale=args.open_clip_scale)
+        funcs.append(RegionReward(func) if kind in args.region_rewards else func)
+    return funcs, args.weights, classifier
 
 
 def save_grids(
@@ -252,29 +380,21 @@ def evaluate(
 # -------------------------------------------------------------------------------------------- driver
 
 
-def run(recipe: dict[str, Any]) -> dict[str, Any]:
+def run(args: DDPOScriptArguments, config: MedDDPOConfig) -> dict[str, Any]:
     """Run a DDPO recipe end to end; returns (and writes) the results."""
-    from .config import MedDDPOConfig
     from .trainer import MedDDPOTrainer
 
-    if recipe.get("threads"):
-        torch.set_num_threads(int(recipe["threads"]))
-    config = MedDDPOConfig.from_dict(recipe.get("ddpo", {}))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    data = recipe.get("data", {})
-    pipe_section = recipe.get("pipeline", {"source": "embedded"})
     t_start = time.perf_counter()
 
-    ds = load_records(data)
-    resolution = (
-        int(data.get("image_size", 32))
-        if pipe_section.get("source", "embedded") == "embedded"
-        else int(data.get("resolution", 512))
-    )
+    ds = load_records(args)
+    resolution = args.medphantom_image_size if is_embedded(config) else args.resolution
     images, captions, attributes = prepare_pairs(ds, resolution)
-    pipe = build_pipeline(pipe_section, images, captions, output_dir)
-    funcs, weights, classifier = build_rewards(recipe.get("rewards", []), images, attributes, output_dir)
+    pipe = build_pipeline(args, config, images, captions, output_dir)
+    funcs, weights, classifier = build_rewards(args, images, attributes, output_dir)
 
     first_attrs = {c: a for c, a in zip(reversed(captions), reversed(attributes))}
     # Prompts that name no attribute (e.g. "… image: normal") carry no reward signal for attribute rewards.
@@ -286,10 +406,9 @@ def run(recipe: dict[str, Any]) -> dict[str, Any]:
         attrs = [first_attrs.get(p, []) for p in ps]
         return trainer.compute_rewards(imgs, ps, {"attributes": attrs})
 
-    evaluation = recipe.get("evaluation", {})
-    n, seed = int(evaluation.get("num_images_per_prompt", 4)), int(evaluation.get("seed", 1234))
-    reference = images[: int(evaluation.get("num_reference", 256))] if evaluation.get("fid", True) else None
-    results: dict[str, Any] = {"config": config.to_dict(), "prompts": unique}
+    n, seed = args.eval_num_images_per_prompt, args.eval_seed
+    reference = images[: args.eval_num_reference] if args.eval_fid else None
+    results: dict[str, Any] = {"config": config.to_dict(), "script": asdict(args), "prompts": unique}
 
     if config.sft_num_steps and not config.resume_from_checkpoint:
         t0 = time.perf_counter()
@@ -300,14 +419,14 @@ def run(recipe: dict[str, Any]) -> dict[str, Any]:
             "time_s": time.perf_counter() - t0,
         }
     results["before"], before = evaluate(
-        trainer, unique, n, seed, reward_of, reference, classifier, evaluation.get("clip_model")
+        trainer, unique, n, seed, reward_of, reference, classifier, args.eval_clip_model
     )
     t0 = time.perf_counter()
     history = trainer.train()
     results["ddpo_time_s"] = time.perf_counter() - t0
     results["history"] = history
     results["after"], after = evaluate(
-        trainer, unique, n, seed, reward_of, reference, classifier, evaluation.get("clip_model")
+        trainer, unique, n, seed, reward_of, reference, classifier, args.eval_clip_model
     )
     results["grids"] = save_grids(before, after, unique, n, output_dir / "grids")
     trainer.save_pretrained(output_dir / "lora")
@@ -316,16 +435,33 @@ def run(recipe: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
+def make_parser():
+    from trl import TrlParser
+
+    return TrlParser(
+        (DDPOScriptArguments, MedDDPOConfig),
+        prog="hf-meddiff ddpo",
+        description="DDPO for text-to-image medical synthesis on a Stable Diffusion pipeline.",
+        epilog="Options come from `--config recipe.yaml` (keys: the option names) and from flags, which win.",
+    )
+
+
+def parse_args(argv: list[str]) -> tuple[DDPOScriptArguments, MedDDPOConfig]:
+    """`(script arguments, MedDDPOConfig)` from `--config recipe.yaml` and `--key value` flags."""
+    if "--config" in argv[:-1]:
+        path = Path(argv[argv.index("--config") + 1])
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Recipe {path} not found; recipes live in trainers/ (e.g. trainers/ddpo_embedded.yaml)."
+            )
+    return tuple(make_parser().parse_args_and_config(argv))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `hf-meddiff ddpo`."""
-    parser = argparse.ArgumentParser(
-        prog="hf-meddiff ddpo", description="DDPO for text-to-image medical synthesis."
-    )
-    parser.add_argument("--config", required=True, help="YAML recipe, e.g. trainers/ddpo_embedded.yaml")
-    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. ddpo.num_epochs=5")
-    args = parser.parse_args(argv)
+    args, config = parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    results = run(load_recipe(args.config, args.overrides))
+    results = run(args, config)
     hist = results["history"]
     print(
         json.dumps(
