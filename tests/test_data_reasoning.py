@@ -91,3 +91,31 @@ def test_rejection_sampling_keeps_only_correct_answers_and_reports_rates(phantom
     assert "acceptance_by_question_type" in ds.info.description
     with pytest.raises(ValueError, match="needs generate"):
         build_reasoning_dataset(phantom, mode="rejection")
+
+
+def test_rejection_sampling_accepts_exactly_what_the_accuracy_reward_scores_one(phantom):
+    from hf_meddiff.rewards import accuracy_reward
+
+    item = next(r for r in phantom if r["options"])
+    right = item["answer"]
+    text = item["options"][OPTION_LETTERS.index(right)]
+    wrong = next(letter for letter in "BCD" if letter != right)  # "A" reads as a word, not a choice
+    answers = [right, f"({right})", f"{right}. {text}", text, wrong, f"{right} or {wrong}"]
+    completions = [f"<think>Looked.</think><answer>{a}</answer>" for a in answers]
+    rewards = accuracy_reward(
+        completions, answer=[right] * len(answers), options=[item["options"]] * len(answers)
+    )
+
+    one = phantom.filter(lambda r: r["id"] == item["id"])
+    accepted = []
+    for completion in completions:
+        _, report = build_reasoning_dataset(
+            one,
+            mode="rejection",
+            generate=lambda items, k, c=completion: [[c]],
+            num_samples=1,
+            return_report=True,
+        )
+        accepted.append(report.rejected["wrong_answer"] == 0)
+    assert accepted == [r == 1.0 for r in rewards]
+    assert accepted[:4] == [True] * 4 and accepted[4:] == [False, False]

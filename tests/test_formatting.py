@@ -52,3 +52,21 @@ def test_public_names_resolve():
     assert set(hf_meddiff._LAZY) <= set(hf_meddiff.__all__)
     for name in ("MedDiffConfig", "MedDiffProcessor", "MedDiffImageTokenizer", "train_text_tokenizer"):
         assert getattr(hf_meddiff, name).__name__ == name
+
+
+def test_one_option_layout_for_prompts_and_the_processor():
+    from hf_meddiff.formatting import format_question
+    from hf_meddiff.models.meddiff import processing_meddiff, tokens_meddiff
+
+    assert processing_meddiff.format_options is tokens_meddiff.format_options
+    assert format_question("Q?", ["CT", "MRI"]) == tokens_meddiff.format_options("Q?", ["CT", "MRI"])
+
+
+def test_one_task_table():
+    from hf_meddiff.constants import IMAGE_TASKS, TASKS
+    from hf_meddiff.evaluation import EVAL_TASKS
+    from hf_meddiff.models.meddiff.configuration_meddiff import MEDDIFF_TASKS
+    from hf_meddiff.models.meddiff.processing_meddiff import PROCESSOR_TASKS
+
+    assert PROCESSOR_TASKS is TASKS and MEDDIFF_TASKS is TASKS and EVAL_TASKS is TASKS
+    assert set(IMAGE_TASKS) <= set(TASKS)

@@ -1,14 +1,15 @@
-"""One table for every name the library shares: special tokens, modalities, question types, styles.
+"""One table for every name the library shares: special tokens, tasks, modalities, question types, styles.
 
 Models, processors, data builders, rewards and metrics all import from here, so a token string or a
-modality name is spelled in exactly one place.
+modality name is spelled in exactly one place. This is the bottom layer: it imports only
+`models/meddiff/tokens_meddiff.py`, which imports nothing (it travels with saved model folders).
 """
 
 from __future__ import annotations
 
-# --- Special tokens of the unified vocabulary: defined once, beside the model config, so that saved
+# --- Special tokens and tasks of the unified vocabulary: defined once, beside the model config, so that saved
 # models loading with trust_remote_code carry the same table. See tokens_meddiff for the id layout.
-from .models.meddiff.tokens_meddiff import (  # noqa: E402,F401
+from .models.meddiff.tokens_meddiff import (  # noqa: F401
     ANSWER_CLOSE,
     ANSWER_OPEN,
     ASSISTANT_TOKEN,
@@ -18,6 +19,7 @@ from .models.meddiff.tokens_meddiff import (  # noqa: E402,F401
     DEFAULT_TOKEN_IDS,
     EOI_TOKEN,
     EOS_TOKEN,
+    IMAGE_TASKS,
     MASK_TOKEN,
     PAD_TOKEN,
     SOI_TOKEN,
@@ -52,3 +54,16 @@ MODALITY_NAMES = {
 }
 QUESTION_TYPES = ("modality", "anatomy", "diagnosis", "grading", "location", "counting", "open")
 OPTION_LETTERS = ("A", "B", "C", "D")
+
+# Finding labels MedPhantom draws per modality (in ModalitySpec order); the vocabulary of the MedPhantom finding
+# labeller (`hf_meddiff.metrics.FindingLabeler.medphantom`), defined here so that metrics need not import data.
+MEDPHANTOM_FINDINGS = {
+    "ct": ("nodule", "cyst", "abscess"),
+    "mri": ("tumor", "cyst", "edema"),
+    "xray": ("nodule", "consolidation", "cavity"),
+    "ultrasound": ("cyst", "mass", "abscess"),
+    "dermoscopy": ("nevus", "melanoma", "angioma"),
+    "fundus": ("hemorrhage", "exudate", "cotton wool spot"),
+    "oct": ("fluid", "drusen", "detachment"),
+    "microscopy": ("tumor cluster", "necrosis", "inflammation"),
+}

@@ -25,6 +25,7 @@ from .constants import (
     THINK_CLOSE,
     THINK_OPEN,
 )
+from .models.meddiff.tokens_meddiff import format_options  # the processor's option layout, one definition
 
 _INT = r"\s*(-?\d+)\s*"
 BOX_PATTERN = re.compile(
@@ -118,10 +119,6 @@ def format_question(question: str, options: Sequence[str] | None, style: str | N
 
     ```
     """
-    # the option layout is the processor's (one source of truth, also in saved folders); imported here, not at the
-    # top, because the processor module loads torch, transformers and diffusers
-    from .models.meddiff.processing_meddiff import format_options
-
     lines = [format_options(question.strip(), list(options or []))]
     if style is not None:
         if style not in REASONING_INSTRUCTIONS:

@@ -33,7 +33,7 @@ import numpy as np
 from datasets import Dataset, DatasetDict, Features, List, Value
 from PIL import Image as PILImage
 
-from ..constants import MODALITIES, MODALITY_NAMES, OPTION_LETTERS, QUESTION_TYPES
+from ..constants import MEDPHANTOM_FINDINGS, MODALITIES, MODALITY_NAMES, OPTION_LETTERS, QUESTION_TYPES
 from ..formatting import format_box, normalize_box
 from .schema import CANONICAL_FEATURES
 
@@ -82,7 +82,7 @@ MODALITY_SPECS: dict[str, ModalitySpec] = {
         "ct",
         False,
         ("chest", "abdomen", "head"),
-        ("nodule", "cyst", "abscess"),
+        MEDPHANTOM_FINDINGS["ct"],
         ("bright", "cystic", "ring"),
         (1.0, 0.0, 1.0),
     ),
@@ -90,7 +90,7 @@ MODALITY_SPECS: dict[str, ModalitySpec] = {
         "mri",
         False,
         ("brain", "knee", "spine"),
-        ("tumor", "cyst", "edema"),
+        MEDPHANTOM_FINDINGS["mri"],
         ("bright", "cystic", "flat"),
         (1.0, 0.0, 1.0),
     ),
@@ -98,7 +98,7 @@ MODALITY_SPECS: dict[str, ModalitySpec] = {
         "xray",
         False,
         ("chest", "hand", "pelvis"),
-        ("nodule", "consolidation", "cavity"),
+        MEDPHANTOM_FINDINGS["xray"],
         ("bright", "flat", "ring"),
         (1.0, 1.0, 1.0),
     ),
@@ -106,7 +106,7 @@ MODALITY_SPECS: dict[str, ModalitySpec] = {
         "ultrasound",
         False,
         ("liver", "kidney", "thyroid"),
-        ("cyst", "mass", "abscess"),
+        MEDPHANTOM_FINDINGS["ultrasound"],
         ("cystic", "bright", "ring"),
         (0.0, 1.0, 1.0),
     ),
@@ -114,7 +114,7 @@ MODALITY_SPECS: dict[str, ModalitySpec] = {
         "dermoscopy",
         True,
         ("trunk", "scalp", "palm"),
-        ("nevus", "melanoma", "angioma"),
+        MEDPHANTOM_FINDINGS["dermoscopy"],
         ("bright", "ring", "bright"),
         ((0.55, 0.33, 0.18), (0.12, 0.06, 0.06), (0.62, 0.05, 0.2)),
     ),
@@ -122,7 +122,7 @@ MODALITY_SPECS: dict[str, ModalitySpec] = {
         "fundus",
         True,
         ("left eye", "right eye", "macula"),
-        ("hemorrhage", "exudate", "cotton wool spot"),
+        MEDPHANTOM_FINDINGS["fundus"],
         ("bright", "bright", "flat"),
         ((0.3, 0.02, 0.0), (1.0, 0.95, 0.25), (1.0, 1.0, 1.0)),
     ),
@@ -130,7 +130,7 @@ MODALITY_SPECS: dict[str, ModalitySpec] = {
         "oct",
         False,
         ("macula", "optic disc", "periphery"),
-        ("fluid", "drusen", "detachment"),
+        MEDPHANTOM_FINDINGS["oct"],
         ("cystic", "bright", "flat"),
         (0.0, 1.0, 0.0),
     ),
@@ -138,7 +138,7 @@ MODALITY_SPECS: dict[str, ModalitySpec] = {
         "microscopy",
         True,
         ("liver", "lymph node", "skin"),
-        ("tumor cluster", "necrosis", "inflammation"),
+        MEDPHANTOM_FINDINGS["microscopy"],
         ("bright", "bright", "ring"),
         ((0.22, 0.05, 0.4), (1.0, 0.97, 0.78), (0.3, 0.1, 0.55)),
     ),

@@ -5,7 +5,8 @@
 - `mode="annotations"`: the rationale is the record's own `rationale` when it has one (MedPhantom's cite
   every finding box), otherwise one templated from its modality, anatomy, boxes and answer.
 - `mode="rejection"`: a `generate` callable samples `num_samples` completions per item; completions whose
-  `<answer>` is correct (the letter, or the option text) and that carry a `<think>` rationale are kept
+  `<answer>` is correct (scored 1.0 by `hf_meddiff.answers.score_answer`, the matcher of the accuracy reward)
+  and that carry a `<think>` rationale are kept
   (at most `max_accepted` distinct ones per item). Acceptance rates per modality and question type are
   reported (`RejectionSamplingReport`).
 
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset
 
+from ..answers import score_answer
 from ..constants import MODALITY_NAMES, OPTION_LETTERS, REASONING_STYLES
 from ..formatting import format_box, format_reasoning, parse_answer, parse_think
 
@@ -133,22 +135,6 @@ def _a(word: str) -> str:
     return ("an " if word[:1].lower() in "aeiou" else "a ") + word
 
 
-def _is_correct(prediction: str | None, record: dict) -> bool:
-    if prediction is None:
-        return False
-    pred = " ".join(prediction.split()).strip().rstrip(".").lower()
-    answer = record["answer"].strip()
-    options = record.get("options") or []
-    if answer in OPTION_LETTERS[: len(options)]:
-        text = options[OPTION_LETTERS.index(answer)].strip().lower()
-        return (
-            pred in (answer.lower(), text)
-            or pred.startswith(f"{answer.lower()}.")
-            or pred.startswith(f"{answer.lower()})")
-        )
-    return pred == answer.lower()
-
-
 def build_reasoning_dataset(
     dataset: Dataset,
     *,
@@ -229,7 +215,7 @@ def build_reasoning_dataset(
                     think = parse_think(text)
                     if predicted is None:
                         report.rejected["no_answer"] += 1
-                    elif not _is_correct(predicted, rec):
+                    elif score_answer(text, rec["answer"], rec.get("options") or None) < 1.0:
                         report.rejected["wrong_answer"] += 1
                     elif style != "no_think" and not think:
                         report.rejected["no_think"] += 1

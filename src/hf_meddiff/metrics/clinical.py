@@ -25,6 +25,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..constants import MEDPHANTOM_FINDINGS
+
 __all__ = [
     "CHEXPERT_FINDINGS",
     "Finding",
@@ -263,14 +265,14 @@ class FindingLabeler:
     def medphantom(
         cls, modalities: Iterable[str] | None = None, no_finding: str | None = NO_FINDING
     ) -> FindingLabeler:
-        """The MedPhantom finding vocabulary (`hf_meddiff.data.phantom.MODALITY_SPECS`), all modalities or some."""
-        from ..data.phantom import MODALITY_SPECS
-
-        chosen = list(modalities) if modalities is not None else list(MODALITY_SPECS)
-        unknown = [m for m in chosen if m not in MODALITY_SPECS]
+        """The MedPhantom finding vocabulary (`hf_meddiff.constants.MEDPHANTOM_FINDINGS`), all modalities or some."""
+        chosen = list(modalities) if modalities is not None else list(MEDPHANTOM_FINDINGS)
+        unknown = [m for m in chosen if m not in MEDPHANTOM_FINDINGS]
         if unknown:
-            raise ValueError(f"Unknown MedPhantom modalities {unknown}; available: {sorted(MODALITY_SPECS)}.")
-        names = dict.fromkeys(f for m in chosen for f in MODALITY_SPECS[m].findings)
+            raise ValueError(
+                f"Unknown MedPhantom modalities {unknown}; available: {sorted(MEDPHANTOM_FINDINGS)}."
+            )
+        names = dict.fromkeys(f for m in chosen for f in MEDPHANTOM_FINDINGS[m])
         return cls.from_names(names, no_finding=no_finding)
 
     @property

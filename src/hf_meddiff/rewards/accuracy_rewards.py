@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..metrics.vqa import extract_answer, score_answer
+from ..answers import extract_answer, score_answer
 from ._utils import column, completion_text
 
 

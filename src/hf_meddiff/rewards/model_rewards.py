@@ -23,7 +23,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from ..metrics.vqa import extract_answer
+from ..answers import extract_answer
 from ._utils import completion_text
 from .report_rewards import report_reward
 

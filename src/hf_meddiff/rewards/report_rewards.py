@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..answers import extract_answer
 from ..metrics.clinical import FindingLabeler
 from ..metrics.report_generation import bleu_scores, normalize_report, rouge_l_score
-from ..metrics.vqa import extract_answer
 from ._utils import column, completion_text
 
 REPORT_METRICS = ("bleu", "rouge_l", "clinical_f1")

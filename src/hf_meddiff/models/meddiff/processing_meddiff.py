@@ -16,7 +16,6 @@ numpy, PIL, torch, transformers and its siblings.
 from __future__ import annotations
 
 import os
-import string
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -38,24 +37,14 @@ from .tokens_meddiff import (
     PAD_TOKEN,
     SOI_TOKEN,
     TASK_TOKENS,
+    TASKS,
     USER_TOKEN,
+    format_options,
 )
 
-# Order of `task_ids`; mirrors `hf_meddiff.constants.TASKS` (tests check that they agree).
-PROCESSOR_TASKS = ("vqa", "report", "t2i", "reasoning")
+PROCESSOR_TASKS = TASKS  # the order of `task_ids`
 IMAGE_TOKENIZER_SUBFOLDER = "image_tokenizer"
 DEFAULT_REPORT_PROMPT = "Write the radiology report for this image."
-_LETTERS = string.ascii_uppercase
-
-
-def format_options(question: str, options: Sequence[str] | None) -> str:
-    """`"Q?"`, `["CT", "MRI"]` -> `"Q?\\nA. CT\\nB. MRI"` (no options: the question unchanged)."""
-    if not options:
-        return question
-    if len(options) > len(_LETTERS):
-        raise ValueError(f"At most {len(_LETTERS)} options are supported, got {len(options)}.")
-    lines = [f"{_LETTERS[i]}. {option}" for i, option in enumerate(options)]
-    return "\n".join([question, *lines]) if question else "\n".join(lines)
 
 
 class MedDiffProcessor(ProcessorMixin):

@@ -1,8 +1,9 @@
-"""The special-token table of the unified MedDiff vocabulary.
+"""The special-token table of the unified MedDiff vocabulary, the task table and the option layout.
 
-This file is self-contained on purpose: it is copied next to the config/processor files when a
-model is saved with `register_for_auto_class`, so a folder loads with `trust_remote_code=True` in a
-Python without `hf_meddiff`. `hf_meddiff.constants` re-exports everything here.
+This file is self-contained on purpose (it imports nothing): it is copied next to the config/processor files when
+a model is saved with `register_for_auto_class`, so a folder loads with `trust_remote_code=True` in a Python
+without `hf_meddiff`. `hf_meddiff.constants` and `hf_meddiff.formatting` re-export what is here; with them it is
+the bottom layer of the library.
 
 Text tokenizers built by hf-meddiff place `SPECIAL_TOKENS` then `TEXT_TAG_TOKENS` at ids 0, 1, 2, …
 (so `<|pad|>` = 0, `<|bos|>` = 1, `<|eos|>` = 2, `<|unk|>` = 3, `<|mask|>` = 4, …). The image codebook
@@ -38,8 +39,9 @@ SPECIAL_TOKENS = (
     *TASK_TOKENS.values(),
 )
 
-# Training tasks, in the order `task_ids` index them (loss weights, per-task logging).
+# Tasks, in the order `task_ids` index them (processor, loss weights, per-task logging, evaluation).
 TASKS = ("vqa", "report", "t2i", "reasoning")
+IMAGE_TASKS = ("t2i",)  # tasks whose response is an image; the others answer in text
 
 # Reasoning and grounding tags are plain text, added as single tokens so they never split.
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -49,3 +51,15 @@ TEXT_TAG_TOKENS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE, BOX_OPEN,
 
 # Ids these strings take in tokenizers built by hf-meddiff (position in SPECIAL_TOKENS + TEXT_TAG_TOKENS).
 DEFAULT_TOKEN_IDS = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + TEXT_TAG_TOKENS)}
+
+OPTION_LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # letters of multiple-choice options, in order
+
+
+def format_options(question: str, options: list[str] | tuple[str, ...] | None) -> str:
+    """`"Q?"`, `["CT", "MRI"]` -> `"Q?\\nA. CT\\nB. MRI"` (no options: the question unchanged)."""
+    if not options:
+        return question
+    if len(options) > len(OPTION_LABELS):
+        raise ValueError(f"At most {len(OPTION_LABELS)} options are supported, got {len(options)}.")
+    lines = [f"{OPTION_LABELS[i]}. {option}" for i, option in enumerate(options)]
+    return "\n".join([question, *lines]) if question else "\n".join(lines)
