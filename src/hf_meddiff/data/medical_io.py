@@ -45,7 +45,7 @@ from ..models.meddiff.image_processing_meddiff import (
     load_medical_image,
     nifti_to_array,
 )
-from .loaders import _Collector, _row, normalize_modality
+from .loaders.common import MEDICAL_SUFFIXES, Collector, canonical_row, normalize_modality
 
 __all__ = [
     "PHI_DICOM_KEYWORDS",
@@ -62,8 +62,6 @@ __all__ = [
     "safe_dicom_metadata",
 ]
 
-MEDICAL_SUFFIXES = (".dcm", ".dicom", ".ima", ".nii", ".nii.gz")
-"""File suffixes of DICOM and NIfTI images (decoded by the image processing module, not by PIL)."""
 
 # DICOM keywords that identify a person, a place, a time or an instance (after DICOM PS3.15 Annex E's
 # basic de-identification profile, abridged to the attributes seen in practice).
@@ -351,7 +349,7 @@ def load_medical_folder(
     """
     import pydicom
 
-    c = _Collector(source, on_error)
+    c = Collector(source, on_error)
     if modality is not None and normalize_modality(modality) is None:
         raise ValueError(f"load_medical_folder: unknown modality {modality!r}.")
     files = sorted(
@@ -379,7 +377,7 @@ def load_medical_folder(
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         c.rows.append(
-            _row(
+            canonical_row(
                 id=f"{source}-" + hashlib.sha256(rel.encode()).hexdigest()[:16],
                 image={"bytes": buf.getvalue(), "path": None},
                 modality=found,
