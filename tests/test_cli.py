@@ -217,3 +217,35 @@ def test_tokenizer_command_from_yaml_config_reports_reconstruction_error(tmp_pat
     from hf_meddiff import MedDiffImageTokenizer
 
     assert MedDiffImageTokenizer.from_pretrained(tmp_path / "tok" / "image_tokenizer").codebook_size == 16
+
+
+@pytest.fixture
+def demo_calls(monkeypatch):
+    """`run_demo` replaced by one that records the options it gets."""
+    import hf_meddiff.demo as demo
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda options: calls.append(options) or {"ok": True})
+    return calls
+
+
+def test_demo_options_come_from_yaml_and_flags_win(demo_calls, tmp_path):
+    config = tmp_path / "demo.yaml"
+    config.write_text("num_cases: 12\nquick: true\nstages: [data, tokenizers]\noutput_dir: somewhere\n")
+    assert cli.main(["demo", "--config", str(config), "--num-cases", "9", "--output_dir", str(tmp_path)]) == 0
+    options = demo_calls[-1]
+    assert (options.num_cases, options.quick, options.stages) == (9, True, ["data", "tokenizers"])
+    assert options.output_dir == str(tmp_path)
+
+
+def test_demo_config_errors_name_the_key_or_value(demo_calls, tmp_path, capsys):
+    config = tmp_path / "demo.yaml"
+    config.write_text("num_casez: 12\n")
+    assert cli.main(["demo", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key(s) ['num_casez']" in err and str(config) in err
+    assert cli.main(["demo", "--stages", "data", "deploy"]) == 2
+    assert "Unknown demo stage(s) ['deploy']" in capsys.readouterr().err
+    assert cli.main(["demo", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert not demo_calls

@@ -14,6 +14,10 @@ hf-meddiff evaluate    VQA accuracy, report metrics, grounding, image metrics ->
 Every subcommand takes `--help`. The module runs as `python -m hf_meddiff.cli …`, so multi-process training
 works with `accelerate launch -m hf_meddiff.cli sft --config trainers/….yaml`.
 
+One configuration system: `demo`, `tokenizer`, `sft`, `grpo` and `ddpo` read dataclasses whose fields carry
+`metadata={"help": ...}`, parsed by TRL's `TrlParser` from `--config file.yaml` (keys: the field names) and
+`--key value` flags, which win (`--key-name` works as well as `--key_name`). `data` and `generate` take plain flags.
+
 Subcommands import their machinery only when they run, so `hf-meddiff --help` is fast and a missing
 optional piece only affects the subcommand that needs it.
 """
@@ -21,12 +25,14 @@ optional piece only affects the subcommand that needs it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 PROG = "hf-meddiff"
 
@@ -84,8 +90,68 @@ def load_data_or_exit(spec: str, **kwargs: Any):
 
 
 # --------------------------------------------------------------------------------------------------------
-# YAML config support: `--config file.yaml` supplies defaults; flags on the command line win.
+# Configuration: dataclasses parsed by TRL's `TrlParser` from `--config file.yaml` and `--key value` flags.
 # --------------------------------------------------------------------------------------------------------
+
+CONFIG_EPILOG = (
+    "Every option may also come from `--config file.yaml`, whose keys are the option names (e.g. output_dir: out); "
+    "flags on the command line win."
+)
+
+
+def read_yaml_config(path: str) -> dict[str, Any]:
+    """The mapping of a `--config` YAML file; a missing file, bad YAML or a non-mapping is a `CLIError`."""
+    import yaml
+
+    if not Path(path).is_file():
+        raise CLIError(f"--config {path}: no such file.")
+    try:
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise CLIError(f"--config {path}: not valid YAML ({err}).") from err
+    if not isinstance(values, dict):
+        raise CLIError(f"--config {path}: the top level must be a mapping of option: value.")
+    return values
+
+
+def parse_options(
+    dataclass_types: Sequence[type],
+    argv: Sequence[str],
+    *,
+    command: str,
+    description: str,
+    translate: Callable[[dict, str, set[str]], dict] | None = None,
+) -> tuple[Any, ...]:
+    """Instances of `dataclass_types` from `--config file.yaml` and `--key value` flags (flags win), with TRL's
+    `TrlParser`, as the training scripts parse theirs. `translate(values, path, known_keys)` may rewrite the YAML's
+    mapping first (`tokenizer` reads an SFT recipe). Unknown keys, bad YAML and invalid values are `CLIError`s."""
+    from trl import TrlParser
+
+    parser = TrlParser(
+        list(dataclass_types), prog=f"{PROG} {command}", description=description, epilog=CONFIG_EPILOG
+    )
+    argv = list(argv)
+    if "--config" in argv:
+        index = argv.index("--config")
+        if index + 1 >= len(argv):
+            raise CLIError("--config needs the path of a YAML file.")
+        path = argv.pop(index + 1)
+        argv.pop(index)
+        values = read_yaml_config(path)
+        known = {f.name for cls in dataclass_types for f in dataclasses.fields(cls) if f.init}
+        if translate is not None:
+            values = translate(values, path, known)
+        values = {str(key).replace("-", "_"): value for key, value in values.items()}
+        unknown = sorted(key for key in values if key not in known)
+        if unknown:
+            raise CLIError(
+                f"--config {path}: unknown key(s) {unknown}. Known keys: {', '.join(sorted(known))}."
+            )
+        parser.set_defaults_with_config(**values)
+    try:
+        return tuple(parser.parse_args_into_dataclasses(args=argv))
+    except ValueError as err:
+        raise CLIError(str(err)) from err
 
 
 def _apply_yaml_config(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace):
@@ -125,49 +191,18 @@ def _apply_yaml_config(parser: argparse.ArgumentParser, argv: Sequence[str], arg
 # --------------------------------------------------------------------------------------------------------
 
 
-def _add_demo(sub) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="the embedded default end to end (MedPhantom -> tokenizers -> pretraining -> evaluation)",
-        description=(
-            "Run the main job on the embedded default, offline, on a CPU: generate MedPhantom cases, fit the "
-            "VQ image tokenizer and the text tokenizer, pretrain the embedded MedDiff model with the SFT "
-            "recipe, then evaluate it (VQA accuracy vs chance, report BLEU-1/ROUGE-L, a report-to-image grid)."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--output-dir", default="outputs/demo", help="folder for every artefact of the run")
-    p.add_argument(
-        "--num-cases", type=int, default=None, help="MedPhantom cases (default: 600, 48 with --quick)"
-    )
-    p.add_argument("--max-steps", type=int, default=None, help="pretraining steps (default from the recipe)")
-    p.add_argument(
-        "--tokenizer-steps", type=int, default=None, help="image-tokenizer training steps (default by mode)"
-    )
-    p.add_argument("--eval-samples", type=int, default=None, help="test cases to evaluate (default by mode)")
-    p.add_argument(
-        "--recipe", default=None, help="SFT recipe YAML (default: the embedded pretraining recipe)"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="a tiny (~1 minute) version, for smoke tests")
-    p.set_defaults(func=_run_demo)
+DEMO_DESCRIPTION = (
+    "Run the main job on the embedded default, offline, on a CPU: generate MedPhantom cases, fit the VQ image "
+    "tokenizer and the text tokenizer, pretrain the embedded MedDiff model with the SFT recipe, then evaluate it "
+    "(VQA accuracy vs chance, report BLEU-1/ROUGE-L, a report-to-image grid)."
+)
 
 
-def _run_demo(args: argparse.Namespace) -> int:
+def _run_demo(argv: Sequence[str]) -> int:
     from .demo import DemoOptions, run_demo
 
-    summary = run_demo(
-        DemoOptions(
-            output_dir=args.output_dir,
-            num_cases=args.num_cases,
-            max_steps=args.max_steps,
-            tokenizer_steps=args.tokenizer_steps,
-            eval_samples=args.eval_samples,
-            recipe=args.recipe,
-            seed=args.seed,
-            quick=args.quick,
-        )
-    )
+    (options,) = parse_options((DemoOptions,), argv, command="demo", description=DEMO_DESCRIPTION)
+    summary = run_demo(options)
     return 0 if summary.get("ok", True) else 1
 
 
@@ -356,39 +391,51 @@ def _tokenizer_options_from_recipe(values: dict, config: str, dests: set[str]) -
     return options
 
 
-def _add_tokenizer(sub) -> None:
-    p = sub.add_parser(
-        "tokenizer",
-        help="fit the VQ image tokenizer (and the text tokenizer) on a dataset",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description=(
-            "Fit MedDiffImageTokenizer (a diffusers VQModel) on a dataset's images and report the reconstruction "
-            "error on held-out images; with --text also train the text tokenizer on the dataset's text, and "
-            "save a MedDiffProcessor that bundles both. Options may come from --config: a YAML of these options, "
-            "or an SFT recipe (trainers/*.yaml), whose tokenizer keys are read (image_tokenizer_preset, "
-            "image_tokenizer_steps, image_tokenizer_batch_size, text_vocab_size, medphantom_num_cases, "
-            "dataset_name/dataset_path, dataset_train_split, seed) with output in <output_dir>/tokenizers/, and "
-            "whose other keys are ignored."
-        ),
+TOKENIZER_DESCRIPTION = (
+    "Fit MedDiffImageTokenizer (a diffusers VQModel) on a dataset's images and report the reconstruction error on "
+    "held-out images; with --text also train the text tokenizer on the dataset's text, and save a MedDiffProcessor "
+    "that bundles both. --config takes a YAML of these options, or an SFT recipe (trainers/*.yaml), whose tokenizer "
+    "keys are read (image_tokenizer_preset, image_tokenizer_steps, image_tokenizer_batch_size, text_vocab_size, "
+    "medphantom_num_cases, dataset_name/dataset_path, dataset_train_split, seed) with output in "
+    "<output_dir>/tokenizers/, and whose other keys are ignored."
+)
+
+
+@dataclass
+class TokenizerOptions:
+    """Options of `hf-meddiff tokenizer`."""
+
+    data: str = field(
+        default="medphantom", metadata={"help": "'medphantom' or a saved canonical dataset path."}
     )
-    p.add_argument("--config", default=None, help="YAML file with any of these options, or an SFT recipe")
-    p.add_argument("--data", default="medphantom", help="'medphantom' or a saved canonical dataset path")
-    p.add_argument("--num-cases", type=int, default=200, help="MedPhantom cases when --data medphantom")
-    p.add_argument("--split", default="train", help="split to fit on ('all' for every row)")
-    p.add_argument("--output-dir", required=False, default=None, help="where to save the tokenizer(s)")
-    p.add_argument("--preset", choices=("embedded", "tiny"), default="embedded", help="VQ model size preset")
-    p.add_argument("--image-size", type=int, default=None, help="image side the tokenizer sees")
-    p.add_argument("--codebook-size", type=int, default=None)
-    p.add_argument("--max-steps", type=int, default=None, help="VQ training steps")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--learning-rate", type=float, default=None)
-    p.add_argument("--text", action="store_true", help="also train the text tokenizer")
-    p.add_argument("--text-vocab-size", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_run_tokenizer, translate_config=_tokenizer_options_from_recipe)
+    num_cases: int = field(default=200, metadata={"help": "MedPhantom cases when data is 'medphantom'."})
+    split: str = field(default="train", metadata={"help": "Split to fit on ('all' for every row)."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where to save the tokenizer(s) (required)."}
+    )
+    preset: Literal["embedded", "tiny"] = field(
+        default="embedded", metadata={"help": "VQ model size preset."}
+    )
+    image_size: int | None = field(
+        default=None, metadata={"help": "Image side the tokenizer sees; unset: the preset's."}
+    )
+    codebook_size: int | None = field(default=None, metadata={"help": "VQ codes; unset: the preset's."})
+    max_steps: int | None = field(default=None, metadata={"help": "VQ training steps; unset: the preset's."})
+    batch_size: int | None = field(default=None, metadata={"help": "VQ training batch size."})
+    learning_rate: float | None = field(default=None, metadata={"help": "VQ training learning rate."})
+    text: bool = field(default=False, metadata={"help": "Also train the text tokenizer."})
+    text_vocab_size: int | None = field(default=None, metadata={"help": "Vocabulary of the text tokenizer."})
+    seed: int = field(default=0, metadata={"help": "Seed of MedPhantom cases and training."})
 
 
-def _run_tokenizer(args: argparse.Namespace) -> int:
+def _run_tokenizer(argv: Sequence[str]) -> int:
+    (args,) = parse_options(
+        (TokenizerOptions,),
+        argv,
+        command="tokenizer",
+        description=TOKENIZER_DESCRIPTION,
+        translate=_tokenizer_options_from_recipe,
+    )
     from .evaluation import fit_tokenizers
 
     if not args.output_dir:
@@ -593,8 +640,19 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------------
 
 
+# Subcommands whose options are dataclasses (`parse_options`): name -> (help, run(argv) -> exit status).
+CONFIGURED: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
+    "demo": (
+        "the embedded default end to end (MedPhantom -> tokenizers -> pretraining -> evaluation)",
+        _run_demo,
+    ),
+    "tokenizer": ("fit the VQ image tokenizer (and the text tokenizer) on a dataset", _run_tokenizer),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The `hf-meddiff` argument parser (pass-through subcommands are listed but parsed by their scripts)."""
+    """The `hf-meddiff` argument parser (subcommands of `PASSTHROUGH` and `CONFIGURED` are listed here but parsed
+    by their own dataclass parsers)."""
     from . import __version__
 
     parser = argparse.ArgumentParser(
@@ -604,10 +662,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-    _add_demo(sub)
-    for name, (_, help_text) in PASSTHROUGH.items():
-        sub.add_parser(name, help=help_text, add_help=False)
-    _add_tokenizer(sub)
+    # listed here; parsed by their dataclass parsers (CONFIGURED) or by the recipe scripts (PASSTHROUGH)
+    helps = {name: entry[0] for name, entry in CONFIGURED.items()}
+    helps |= {name: entry[1] for name, entry in PASSTHROUGH.items()}
+    for name in ("demo", "sft", "grpo", "ddpo", "tokenizer"):
+        sub.add_parser(name, help=helps[name], add_help=False)
     _add_data(sub)
     _add_generate(sub)
     _add_evaluate(sub)
@@ -640,6 +699,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command in PASSTHROUGH:
             return run_passthrough(command, argv[1:])
+        if command in CONFIGURED:
+            return int(CONFIGURED[command][1](argv[1:]) or 0)
         parser = build_parser()
         args = parser.parse_args(argv)
         if args.command is None:

@@ -75,20 +75,57 @@ class StageUnavailable(Exception):
 
 @dataclass
 class DemoOptions:
-    """Options of `run_demo` (the flags of `hf-meddiff demo`)."""
+    """Options of `run_demo`: the flags (and `--config` YAML keys) of `hf-meddiff demo`. Sizes left unset come from
+    `--quick`, else from the pretraining recipe."""
 
-    output_dir: str = "outputs/demo"
-    num_cases: int | None = None
-    max_steps: int | None = None
-    tokenizer_steps: int | None = None
-    eval_samples: int | None = None
-    vqa_gen_length: int | None = None
-    eval_steps: int | None = None
-    recipe: str | None = None
-    seed: int = 0
-    quick: bool = False
-    stages: tuple[str, ...] = STAGES
-    extra_sft_args: list[str] = field(default_factory=list)
+    output_dir: str = field(
+        default="outputs/demo", metadata={"help": "Folder for every artefact of the run."}
+    )
+    num_cases: int | None = field(
+        default=None, metadata={"help": "MedPhantom cases; unset: the recipe's (600), 48 with --quick."}
+    )
+    max_steps: int | None = field(
+        default=None, metadata={"help": "Pretraining steps; unset: the recipe's, 4 with --quick."}
+    )
+    tokenizer_steps: int | None = field(
+        default=None,
+        metadata={"help": "Image-tokenizer training steps; unset: the recipe's, 10 with --quick."},
+    )
+    eval_samples: int | None = field(
+        default=None, metadata={"help": "Test cases to evaluate; unset: 96, 6 with --quick."}
+    )
+    vqa_gen_length: int | None = field(
+        default=None, metadata={"help": "Canvas of VQA answers at evaluation; unset: as trained."}
+    )
+    eval_steps: int | None = field(
+        default=None,
+        metadata={"help": "Denoising steps of reports at evaluation; unset: the model's config."},
+    )
+    recipe: str | None = field(
+        default=None,
+        metadata={"help": f"SFT recipe YAML of the pretraining stage; unset: trainers/{DEFAULT_RECIPE}."},
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seed of the data, the tokenizers, training and evaluation."}
+    )
+    quick: bool = field(default=False, metadata={"help": "A tiny (~1 minute) version, for smoke tests."})
+    stages: list[str] = field(
+        default_factory=lambda: list(STAGES),
+        metadata={
+            "help": f"Stages to run, among {list(STAGES)} (a stage needs the output of the ones before)."
+        },
+    )
+    extra_sft_args: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "More flags for the pretraining stage's `hf-meddiff sft` (a YAML list in --config)."
+        },
+    )
+
+    def __post_init__(self):
+        unknown = [stage for stage in self.stages if stage not in STAGES]
+        if unknown:
+            raise ValueError(f"Unknown demo stage(s) {unknown}; choose from {list(STAGES)}.")
 
     def resolved(self, key: str) -> Any:
         """An explicit option, else the `--quick` value, else the recipe's value, else a fallback."""

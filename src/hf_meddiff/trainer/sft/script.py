@@ -224,7 +224,12 @@ def _set_generation_length(model: Any, args: MedDiffSFTConfig) -> None:
 def make_parser():
     from trl import ModelConfig, TrlParser
 
-    return TrlParser((MedDiffScriptArguments, MedDiffSFTConfig, ModelConfig))
+    return TrlParser(
+        (MedDiffScriptArguments, MedDiffSFTConfig, ModelConfig),
+        prog="hf-meddiff sft",
+        description="Masked-diffusion SFT / pretraining of a MedDiff model from a YAML recipe (trainers/).",
+        epilog="Options come from `--config recipe.yaml` (keys: the option names) and from flags, which win.",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
