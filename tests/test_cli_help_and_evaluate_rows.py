@@ -47,14 +47,14 @@ def test_help_imports_no_torch(argv):
 
 @pytest.fixture
 def fake_evaluate(monkeypatch, tmp_path):
-    """`evaluate_model` replaced by one that records its arguments and writes an empty report."""
+    """`evaluate_model` replaced by one that records its `EvaluationConfig` and writes an empty report."""
     import hf_meddiff.evaluation as evaluation
 
     calls = []
 
-    def evaluate_model(model, dataset, *, output_dir, max_samples=None, **kwargs):
-        calls.append({"rows": len(dataset), "max_samples": max_samples})
-        markdown = Path(output_dir) / "results.md"
+    def evaluate_model(model, dataset, config):
+        calls.append({"rows": len(dataset), "max_samples": config.max_samples, "config": config})
+        markdown = Path(config.output_dir) / "results.md"
         markdown.parent.mkdir(parents=True, exist_ok=True)
         markdown.write_text("# results\n")
         return {"files": {"markdown": str(markdown)}}
@@ -97,3 +97,13 @@ def test_evaluate_max_samples_caps_and_is_reported(fake_evaluate, tmp_path, caps
     assert f"evaluating 2 of {fake_evaluate[-1]['rows']} rows" in capsys.readouterr().out
     assert cli.main([*argv[:-4], "--max-samples", "0", "--output-dir", str(tmp_path)]) == 2
     assert "--max-samples must be positive" in capsys.readouterr().err
+
+
+def test_evaluate_options_are_the_evaluation_config_from_yaml_and_flags(fake_evaluate, tmp_path, capsys):
+    config = tmp_path / "eval.yaml"
+    config.write_text(f"model: m\nnum_cases: 40\ntasks: [vqa]\nbatch_size: 3\noutput_dir: {tmp_path}\n")
+    argv = ["evaluate", "--config", str(config), "--batch-size", "5", "--tasks", "vqa,report", "--fast"]
+    assert cli.main(argv) == 0
+    used = fake_evaluate[-1]["config"]
+    assert (used.batch_size, used.tasks, used.fast, used.num_cases) == (5, ["vqa", "report"], True, 40)
+    assert used.dataset_name == "medphantom" and used.output_dir == str(tmp_path)

@@ -1,4 +1,4 @@
-"""The `hf-meddiff` command.
+"""The `hf-meddiff` command. (Over 600 lines: one short section per subcommand; each reads as one screen.)
 
 ```
 hf-meddiff demo        the embedded default end to end: MedPhantom -> tokenizers -> pretraining -> evaluation
@@ -14,7 +14,7 @@ hf-meddiff evaluate    VQA accuracy, report metrics, grounding, image metrics ->
 Every subcommand takes `--help`. The module runs as `python -m hf_meddiff.cli …`, so multi-process training
 works with `accelerate launch -m hf_meddiff.cli sft --config trainers/….yaml`.
 
-One configuration system: `demo`, `tokenizer`, `sft`, `grpo` and `ddpo` read dataclasses whose fields carry
+One configuration system: `demo`, `tokenizer`, `evaluate`, `sft`, `grpo` and `ddpo` read dataclasses whose fields carry
 `metadata={"help": ...}`, parsed by TRL's `TrlParser` from `--config file.yaml` (keys: the field names) and
 `--key value` flags, which win (`--key-name` works as well as `--key_name`). `data` and `generate` take plain flags.
 
@@ -152,38 +152,6 @@ def parse_options(
         return tuple(parser.parse_args_into_dataclasses(args=argv))
     except ValueError as err:
         raise CLIError(str(err)) from err
-
-
-def _apply_yaml_config(parser: argparse.ArgumentParser, argv: Sequence[str], args: argparse.Namespace):
-    config = getattr(args, "config", None)
-    if not config:
-        return args
-    import yaml
-
-    path = Path(config)
-    if not path.is_file():
-        raise CLIError(f"--config {config}: no such file.")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise CLIError(f"--config {config}: not valid YAML ({err}).") from err
-    if not isinstance(values, dict):
-        raise CLIError(f"--config {config}: the top level must be a mapping of option: value.")
-    dests = {a.dest for a in parser._actions}
-    translate = parser.get_default("translate_config")
-    if translate is not None:
-        values = translate(values, config, dests)
-    defaults = {}
-    for key, value in values.items():
-        dest = str(key).replace("-", "_")
-        if dest not in dests or dest in ("config", "help", "func", "translate_config"):
-            known = ", ".join(
-                sorted(d for d in dests if d not in ("config", "help", "func", "translate_config"))
-            )
-            raise CLIError(f"--config {config}: unknown key {key!r}. Known keys: {known}.")
-        defaults[dest] = value
-    parser.set_defaults(**defaults)
-    return parser.parse_args(list(argv))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -527,110 +495,59 @@ def _run_generate(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _add_evaluate(sub) -> None:
-    p = sub.add_parser(
-        "evaluate",
-        help="evaluate a trained model on a split: Markdown + JSON table and PNG plots",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description=(
-            "VQA accuracy (overall / per modality / per question type, with chance), report BLEU-1..4, ROUGE-L, "
-            "CIDEr and clinical efficacy, grounding scores when generated rationales contain boxes, optional "
-            "image metrics for report-to-image. Writes results.json, results.md and PNG plots (image grids with "
-            "boxes; loss and reward curves from trainer_state.json)."
-        ),
-    )
-    p.add_argument("--config", default=None, help="YAML file with any of these options")
-    p.add_argument("--model", required=False, default=None, help="a saved model folder or a Hub id")
-    p.add_argument("--data", default="medphantom", help="'medphantom' or a saved canonical dataset path")
-    p.add_argument("--num-cases", type=int, default=200, help="MedPhantom cases when --data medphantom")
-    p.add_argument("--split", default="test")
-    p.add_argument(
-        "--max-samples",
-        type=int,
-        default=None,
-        help="evaluate at most this many rows (default: the whole split)",
-    )
-    p.add_argument(
-        "--tasks", default="vqa,report,t2i", help="comma list of vqa, report, reasoning (grounding), t2i"
-    )
-    p.add_argument("--image-metrics", action="store_true", help="compute image metrics for t2i (slower)")
-    p.add_argument("--output-dir", default=None, help="default: <model>/eval")
-    p.add_argument("--trainer-state", default=None, help="trainer_state.json for loss/reward curves")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--gen-length", type=int, default=None, help="report canvas (default: the model's config)")
-    p.add_argument("--steps", type=int, default=None, help="text denoising steps of reports")
-    p.add_argument("--image-steps", type=int, default=None, help="MaskGIT steps of report-to-image")
-    p.add_argument(
-        "--vqa-gen-length",
-        type=int,
-        default=None,
-        help="canvas of VQA answers (default: the one the model was trained with, else 8)",
-    )
-    p.add_argument(
-        "--vqa-scoring",
-        choices=("generate", "rank", "both"),
-        default="both",
-        help="VQA by sampling an answer, by ranking the options by likelihood (multiple choice), or both",
-    )
-    p.add_argument(
-        "--report-block-length",
-        type=int,
-        default=8,
-        help="report block length when the model's config has none",
-    )
-    p.add_argument("--reasoning-gen-length", type=int, default=128, help="canvas of reasoning answers")
-    p.add_argument("--fast", action="store_true", help="Fast-dLLM path: threshold 0.9 + dual block cache")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--trust-remote-code", action="store_true")
-    p.set_defaults(func=_run_evaluate)
+EVALUATE_DESCRIPTION = (
+    "VQA accuracy (overall / per modality / per question type, with chance), report BLEU-1..4, ROUGE-L, CIDEr and "
+    "clinical efficacy, grounding scores when generated rationales contain boxes, optional image metrics for "
+    "report-to-image. Writes results.json, results.md and PNG plots (image grids with boxes; loss and reward "
+    "curves from trainer_state.json). The options are the fields of hf_meddiff.evaluation.EvaluationConfig."
+)
 
 
-def _run_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import EVAL_TASKS
+def _comma_lists(argv: Sequence[str], flags: Sequence[str]) -> list[str]:
+    """`--tasks vqa,report` as `--tasks vqa report` (the comma form of the list options keeps working)."""
+    out: list[str] = []
+    in_list = False
+    for token in argv:
+        if token.startswith("-"):
+            in_list = token in flags
+            out.append(token)
+        elif in_list and "," in token:
+            out.extend(part for part in token.split(",") if part)
+        else:
+            out.append(token)
+    return out
 
-    if not args.model:
+
+def _run_evaluate(argv: Sequence[str]) -> int:
+    from .evaluation.config import EvaluationConfig
+
+    (config,) = parse_options(
+        (EvaluationConfig,),
+        _comma_lists(argv, ("--tasks",)),
+        command="evaluate",
+        description=EVALUATE_DESCRIPTION,
+    )
+    if not config.model:
         raise CLIError("--model is required (on the command line or in --config).")
-    tasks = [t.strip() for t in str(args.tasks).split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in EVAL_TASKS]
-    if unknown:
-        raise CLIError(f"--tasks: unknown task(s) {unknown}; choose from {list(EVAL_TASKS)}.")
-    from .evaluation import evaluate_model
-
-    if args.max_samples is not None and args.max_samples <= 0:
-        raise CLIError(f"--max-samples must be positive, got {args.max_samples}.")
-    ds = load_data_or_exit(args.data, num_cases=args.num_cases, seed=args.seed, split=args.split)
-    selected = len(ds) if args.max_samples is None else min(len(ds), args.max_samples)
+    if config.max_samples is not None and config.max_samples <= 0:
+        raise CLIError(f"--max-samples must be positive, got {config.max_samples}.")
+    ds = load_data_or_exit(config.data, num_cases=config.num_cases, seed=config.seed, split=config.split)
+    selected = len(ds) if config.max_samples is None else min(len(ds), config.max_samples)
     more = (
-        f"; --num-cases for more MedPhantom cases than {args.num_cases}" if args.data == "medphantom" else ""
+        f"; --num-cases for more MedPhantom cases than {config.num_cases}"
+        if config.data == "medphantom"
+        else ""
     )
     print(
-        f"evaluating {selected} of {len(ds)} rows of {args.data} split {args.split!r} (--max-samples to change{more})"
+        f"evaluating {selected} of {len(ds)} rows of {config.data} split {config.split!r} (--max-samples to "
+        f"change{more})"
     )
-    output_dir = args.output_dir or str(Path(args.model) / "eval")
-    summary = evaluate_model(
-        args.model,
-        ds,
-        output_dir=output_dir,
-        tasks=tasks,
-        max_samples=args.max_samples,
-        batch_size=args.batch_size,
-        gen_length=args.gen_length,
-        steps=args.steps,
-        image_steps=args.image_steps,
-        vqa_gen_length=args.vqa_gen_length,
-        vqa_scoring=args.vqa_scoring,
-        report_block_length=args.report_block_length,
-        reasoning_gen_length=args.reasoning_gen_length,
-        generation_kwargs={"threshold": 0.9, "cache_mode": "dual"} if args.fast else None,
-        image_metrics=args.image_metrics,
-        trainer_state=args.trainer_state,
-        seed=args.seed,
-        device=args.device,
-        trust_remote_code=args.trust_remote_code,
-        dataset_name=args.data,
-        split=args.split,
+    from .evaluation import evaluate_model
+
+    config = dataclasses.replace(
+        config, output_dir=config.resolved_output_dir(), dataset_name=config.dataset_name or config.data
     )
+    summary = evaluate_model(config.model, ds, config)
     print(Path(summary["files"]["markdown"]).read_text(encoding="utf-8"))
     return 0
 
@@ -647,6 +564,7 @@ CONFIGURED: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
         _run_demo,
     ),
     "tokenizer": ("fit the VQ image tokenizer (and the text tokenizer) on a dataset", _run_tokenizer),
+    "evaluate": ("evaluate a trained model on a split: Markdown + JSON table and PNG plots", _run_evaluate),
 }
 
 
@@ -669,19 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=helps[name], add_help=False)
     _add_data(sub)
     _add_generate(sub)
-    _add_evaluate(sub)
+    sub.add_parser("evaluate", help=helps["evaluate"], add_help=False)
     return parser
-
-
-def _subparser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
-    """The deepest sub-parser the command line selects (for re-parsing with YAML defaults)."""
-    current = parser
-    for token in argv:
-        actions = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
-        if not actions or token not in actions[0].choices:
-            break
-        current = actions[0].choices[token]
-    return current
 
 
 def run_passthrough(command: str, argv: Sequence[str]) -> int:
@@ -706,10 +613,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 0
-        sub_parser = _subparser(parser, argv)
-        if getattr(args, "config", None):
-            # YAML values become the sub-parser's defaults; explicit flags still win.
-            args = _apply_yaml_config(sub_parser, argv[1:], args)
         return int(args.func(args) or 0)
     except CLIError as err:
         print(f"{PROG} {command or ''}: error: {err}".replace("  ", " "), file=sys.stderr)
