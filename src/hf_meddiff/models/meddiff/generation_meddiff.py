@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers.generation import GenerationConfig
+from transformers.generation import GenerationConfig, TopKLogitsWarper
 from transformers.utils import ModelOutput, logging
 
 from .tokens_meddiff import (
@@ -290,10 +290,13 @@ def num_transfer_tokens(num_masked: torch.Tensor, steps: int) -> torch.LongTenso
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
-    """Top-k then nucleus filtering over the last dimension (filtered entries become -inf)."""
+    """Top-k then nucleus filtering over the last dimension (filtered entries become -inf).
+
+    Top-k is transformers' `TopKLogitsWarper`. The nucleus is kept here: `TopPLogitsWarper` keeps the tokens whose
+    ascending cumulative probability exceeds `1 - top_p`, which drops different tokens among equal logits and near
+    the threshold than this (descending) rule does, so sampled tokens would change."""
     if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        logits = TopKLogitsWarper(top_k)(None, logits)
     if top_p is not None and top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
         cumulative = sorted_logits.softmax(-1).cumsum(-1)

@@ -691,6 +691,15 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
         ratio = torch.where(is_text.any(-1), text_ratio, image_ratio)
         return text_noise | image_noise, ratio
 
+    def task_weights(self, task_ids: torch.LongTensor) -> torch.Tensor:
+        """`[B]` loss weight of each sample's task, `config.task_loss_weights[TASKS[task_ids[b]]]` (1.0 for a task
+        the config does not name): the one lookup, for this loss and for trainers that weight per-sample losses."""
+        weights = self.config.task_loss_weights or {}
+        table = torch.tensor(
+            [float(weights.get(task, 1.0)) for task in MEDDIFF_TASKS], device=task_ids.device
+        )
+        return table[task_ids.long()]
+
     def masked_diffusion_loss(
         self,
         token_logits: torch.Tensor,
@@ -731,13 +740,11 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
         num_image_masked = (noise_mask & is_image).sum(-1)
         image_term = (ce * (noise_mask & is_image)).sum(-1) / num_image_masked.clamp(min=1)
 
-        if task_ids is None:
-            weights = torch.ones_like(text_term)
-        else:
-            table = torch.tensor(
-                [self.config.task_loss_weights[task] for task in MEDDIFF_TASKS], device=text_term.device
-            )
-            weights = table[task_ids.to(text_term.device).long()]
+        weights = (
+            torch.ones_like(text_term)
+            if task_ids is None
+            else self.task_weights(task_ids.to(text_term.device))
+        )
         per_sample = weights * (text_term + image_term)
 
         has_text, has_image = num_text > 0, is_image.any(-1)
