@@ -1,4 +1,6 @@
 """`MedDDPOTrainer`: DDPO (Black et al., 2023) for any diffusers Stable Diffusion pipeline, with accelerate.
+(Over 600 lines: the DDPO loop - sample, score, advantages, train, stage one, save / resume - reads top to bottom
+in one class, as TRL's DDPOTrainer does.)
 
 One epoch:
 
