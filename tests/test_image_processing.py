@@ -197,3 +197,22 @@ def test_image_processor_save_and_load(tmp_path):
     assert (loaded.size, loaded.window, loaded.resize_mode) == (48, [40.0, 400.0], "crop")
     image = np.random.default_rng(0).random((60, 80))
     torch.testing.assert_close(processor(image)["pixel_values"], loaded(image)["pixel_values"])
+
+
+def test_one_images_to_tensor_for_both_value_ranges():
+    from hf_meddiff.image_tokenizer import images_to_tensor as tokenizer_images
+    from hf_meddiff.models.meddiff.image_processing_meddiff import images_to_tensor
+
+    assert tokenizer_images is images_to_tensor
+    images = [PIL.Image.fromarray(np.arange(48 * 40, dtype=np.uint8).reshape(48, 40) % 251) for _ in range(2)]
+    signed = images_to_tensor(images, 32)
+    unit = images_to_tensor(images, 32, value_range=(0.0, 1.0))
+    assert signed.shape == unit.shape == (2, 3, 32, 32)
+    assert torch.allclose(signed, unit * 2 - 1, atol=1e-6)
+    assert torch.equal(signed, MedDiffImageProcessor(size=32)(images)["pixel_values"])
+    kept = images_to_tensor(images, None, value_range=(0.0, 1.0))
+    assert kept.shape == (2, 3, 48, 40) and torch.equal(
+        kept[0, 0], torch.from_numpy(np.asarray(images[0]) / 255.0).float()
+    )
+    with pytest.raises(ValueError, match="value_range"):
+        images_to_tensor(images, 32, value_range=(0, 255))

@@ -220,6 +220,7 @@ def test_save_load_round_trip_with_auto_processor(processor, tmp_path):
     processor.save_pretrained(tmp_path)
     assert (tmp_path / "image_tokenizer" / "diffusion_pytorch_model.safetensors").is_file()
     assert (tmp_path / "processing_meddiff.py").is_file()
+    assert (tmp_path / "medical_image_meddiff.py").is_file(), "the decoders travel with the image processor"
     loaded = AutoProcessor.from_pretrained(tmp_path)
     assert isinstance(loaded, MedDiffProcessor) and loaded.max_length == 200
     images = [np.random.default_rng(0).random((32, 32))]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from diffusers import VQModel
 from tqdm.auto import tqdm
 
-from .models.meddiff.image_processing_meddiff import MedDiffImageProcessor
+from .models.meddiff.image_processing_meddiff import images_to_tensor
 from .models.meddiff.image_tokenizer_meddiff import VQ_PRESETS, MedDiffImageTokenizer
 
 __all__ = [
@@ -32,31 +31,6 @@ __all__ = [
     "train_image_tokenizer",
     "evaluate_image_tokenizer",
 ]
-
-
-def images_to_tensor(images: Any, image_size: int, batch_size: int = 256) -> torch.Tensor:
-    """Turn images (a list of PIL/NumPy/torch/DICOM/NIfTI inputs, a `datasets.Dataset` with an `image`
-    column, or a float tensor [N, 3, S, S] in [-1, 1]) into a float tensor [N, 3, S, S] in [-1, 1]."""
-    if isinstance(images, torch.Tensor) and images.ndim == 4:
-        if images.shape[-1] != image_size or images.shape[-2] != image_size:
-            raise ValueError(
-                f"Image tensor has size {tuple(images.shape[-2:])} but the tokenizer needs {image_size}x{image_size}."
-            )
-        return images.float()
-    if hasattr(images, "column_names"):
-        if "image" not in images.column_names:
-            raise ValueError(f"The dataset has no 'image' column (columns: {images.column_names}).")
-        images = images["image"]
-    if not isinstance(images, Sequence) and isinstance(images, Iterable):
-        images = list(images)
-    if len(images) == 0:
-        raise ValueError("train_image_tokenizer needs at least one image, got an empty collection.")
-    processor = MedDiffImageProcessor(size=image_size)
-    chunks = [
-        processor(list(images[i : i + batch_size]), return_tensors="pt")["pixel_values"]
-        for i in range(0, len(images), batch_size)
-    ]
-    return torch.cat(chunks).float()
 
 
 @torch.no_grad()

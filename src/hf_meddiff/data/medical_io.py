@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 from datasets import Dataset
 from datasets import Image as ImageFeature
 
-from ..models.meddiff.image_processing_meddiff import (
+from ..models.meddiff.medical_image_meddiff import (
     WINDOW_PRESETS,
     dicom_to_array,
     load_medical_image,

@@ -29,7 +29,9 @@ INCEPTION_WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/downl
 
 def images_to_tensor(images, channels: int = 3) -> torch.Tensor:
     """PIL images / numpy arrays (HWC, uint8 or float in [0, 1]) / a tensor -> float tensor `[B, channels, H, W]` in
-    [0, 1]. Grey-scale is repeated to `channels`; all images must share one size."""
+    [0, 1]. Grey-scale is repeated to `channels`; all images must share one size. Lists are decoded by the library's
+    one converter (`hf_meddiff.models.meddiff.image_processing_meddiff.images_to_tensor`, no resizing); float
+    values are checked, never rescaled, so a [-1, 1] or 0..255 float image is an error, not a silent mistake."""
     if isinstance(images, torch.Tensor):
         tensor = images
         if tensor.dtype == torch.uint8:
@@ -39,20 +41,23 @@ def images_to_tensor(images, channels: int = 3) -> torch.Tensor:
     else:
         if len(images) == 0:
             raise ValueError("Got an empty list of images.")
-        arrays = []
-        for i, image in enumerate(images):
-            array = np.asarray(image)
-            if array.ndim == 2:
-                array = array[:, :, None]
-            if array.ndim != 3:
-                raise ValueError(f"Image {i} has shape {array.shape}; expected HxW or HxWxC.")
-            array = array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else array.astype(np.float32)
-            arrays.append(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1))
-        sizes = {tuple(a.shape[1:]) for a in arrays}
-        if len(sizes) > 1:
-            raise ValueError(f"Images have different sizes {sorted(sizes)}; resize them to one size first.")
-        tensor = torch.stack([a[:1] if a.shape[0] == 4 and channels != 4 else a[:3] for a in arrays])
+        from ..models.meddiff.image_processing_meddiff import images_to_tensor as decode
+
+        for image in images:
+            array = image if isinstance(image, np.ndarray) else None
+            if array is not None and np.issubdtype(array.dtype, np.floating):
+                _check_unit_range(torch.from_numpy(np.asarray(array, dtype=np.float32)))
+        tensor = decode(list(images), None, value_range=(0.0, 1.0))
+        if channels == 1:
+            tensor = tensor[:, :1]
     tensor = tensor.float()
+    _check_unit_range(tensor)
+    if tensor.shape[1] == 1 and channels != 1:
+        tensor = tensor.repeat(1, channels, 1, 1)
+    return tensor.clamp(0.0, 1.0)
+
+
+def _check_unit_range(tensor: torch.Tensor) -> None:
     if not torch.isfinite(tensor).all():
         raise ValueError("Images contain NaN or inf values.")
     low, high = float(tensor.min()), float(tensor.max())
@@ -61,9 +66,6 @@ def images_to_tensor(images, channels: int = 3) -> torch.Tensor:
             f"Float images must lie in [0, 1], got values in [{low:.3f}, {high:.3f}]; for [-1, 1] images pass "
             "`(x + 1) / 2`, for 0..255 floats pass `x / 255` (or uint8)."
         )
-    if tensor.shape[1] == 1 and channels != 1:
-        tensor = tensor.repeat(1, channels, 1, 1)
-    return tensor.clamp(0.0, 1.0)
 
 
 class _UInt8ToFloat(nn.Module):

@@ -150,7 +150,7 @@ def image_value(c: Collector, path: str, file: str, row: Any, field_name: str) -
         c.fail("missing_image", file, row, field_name, f"image file not found: {path}")
         raise Skip
     if path.lower().endswith(MEDICAL_SUFFIXES):
-        from ...models.meddiff.image_processing_meddiff import load_medical_image
+        from ...models.meddiff.medical_image_meddiff import load_medical_image
 
         buf = io.BytesIO()
         load_medical_image(path).save(buf, format="PNG")

@@ -32,11 +32,11 @@ _LAZY: dict[str, str] = {
     "MedDiffMaskedDiffusionOutput": "modeling_meddiff",
     "MedDiffModel": "modeling_meddiff",
     "MedDiffPreTrainedModel": "modeling_meddiff",
-    "WINDOW_PRESETS": "image_processing_meddiff",
+    "WINDOW_PRESETS": "medical_image_meddiff",
     "MedDiffImageProcessor": "image_processing_meddiff",
-    "dicom_to_array": "image_processing_meddiff",
-    "load_medical_image": "image_processing_meddiff",
-    "nifti_to_array": "image_processing_meddiff",
+    "dicom_to_array": "medical_image_meddiff",
+    "load_medical_image": "medical_image_meddiff",
+    "nifti_to_array": "medical_image_meddiff",
     "MedDiffImageTokenizer": "image_tokenizer_meddiff",
     "MedDiffProcessor": "processing_meddiff",
 }
@@ -61,14 +61,9 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from .configuration_meddiff import MEDDIFF_PRESETS, MEDDIFF_TASKS, MedDiffConfig
-    from .image_processing_meddiff import (
-        WINDOW_PRESETS,
-        MedDiffImageProcessor,
-        dicom_to_array,
-        load_medical_image,
-        nifti_to_array,
-    )
+    from .image_processing_meddiff import MedDiffImageProcessor
     from .image_tokenizer_meddiff import MedDiffImageTokenizer
+    from .medical_image_meddiff import WINDOW_PRESETS, dicom_to_array, load_medical_image, nifti_to_array
     from .modeling_meddiff import (
         MedDiffCache,
         MedDiffForMaskedDiffusion,
