@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
@@ -172,3 +173,75 @@ def test_rank_options_picks_the_option_the_model_finds_likely(tiny_processor):
     assert letters == ["C", "A", ""]
     with pytest.raises(ValueError, match="one question and one option list per image"):
         rank_options(model, processor, [image], questions, options)
+
+
+def test_rank_options_picks_the_option_with_the_lowest_cross_entropy_of_its_masked_canvas(tiny_processor):
+    from hf_meddiff import MedDiffConfig, MedDiffForMaskedDiffusion
+
+    processor = tiny_processor
+    torch.manual_seed(1)
+    model = MedDiffForMaskedDiffusion(
+        MedDiffConfig.from_preset("tiny", **processor.model_config_kwargs())
+    ).eval()
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)) for _ in range(4)]
+    options = [["alpha", "beta", "gamma", "delta"], ["delta", "gamma"], ["beta", "alpha", "delta"], ["gamma"]]
+    questions = [format_question("Which?", o) for o in options]
+    letters = rank_options(model, processor, images, questions, options, response_length=6, batch_size=3)
+
+    expected = []
+    for image, question, opts in zip(images, questions, options):
+        codes = processor.encode_images([image]).tolist() * len(opts)
+        batch = processor(text=[question] * len(opts), image_ids=codes, responses=opts, task="vqa",
+                          response_length=6, truncation=True, return_tensors="pt")  # fmt: skip
+        response = batch["labels"] != -100
+        masked = batch["input_ids"].masked_fill(response, model.config.mask_token_id)
+        with torch.no_grad():
+            logits = model(input_ids=masked, attention_mask=batch["attention_mask"]).logits
+        ce = torch.nn.functional.cross_entropy(
+            logits.float().transpose(1, 2), batch["labels"].clamp(min=0), reduction="none"
+        )
+        expected.append("ABCD"[int((ce * response).sum(-1).argmin())])
+    assert letters == expected
+
+
+def test_evaluation_config_parses_like_the_training_commands():
+    from trl import TrlParser
+
+    from hf_meddiff.evaluation import EVAL_TASKS, EvaluationConfig
+
+    argv = [
+        "--model",
+        "out/model",
+        "--tasks",
+        "vqa",
+        "reasoning",
+        "--fast",
+        "--generation_kwargs",
+        '{"steps": 4}',
+    ]
+    (config,) = TrlParser(EvaluationConfig).parse_args_and_config(argv)
+    assert config.tasks == ["vqa", "reasoning"] and config.resolved_output_dir() == str(
+        Path("out/model/eval")
+    )
+    assert config.resolved_generation_kwargs() == {"threshold": 0.9, "cache_mode": "dual", "steps": 4}
+    assert set(EVAL_TASKS) == {"vqa", "report", "t2i", "reasoning"}
+    with pytest.raises(ValueError, match="Unknown evaluation task"):
+        EvaluationConfig(tasks=["vqa", "segmentation"])
+    with pytest.raises(ValueError, match="vqa_scoring"):
+        EvaluationConfig(vqa_scoring="vote")
+    with pytest.raises(ValueError, match="output_dir"):
+        EvaluationConfig().resolved_output_dir()
+
+
+def test_evaluate_model_keywords_override_the_config():
+    from hf_meddiff.evaluation import EvaluationConfig, resolve_config
+
+    base = EvaluationConfig(tasks=["vqa"], batch_size=2)
+    config = resolve_config(
+        base, output_dir=Path("x"), tasks=("report", "t2i"), generation_kwargs={"steps": 2}
+    )
+    assert (config.output_dir, config.tasks, config.batch_size) == ("x", ["report", "t2i"], 2)
+    assert config.generation_kwargs == {"steps": 2} and base.tasks == ["vqa"]
+    with pytest.raises(TypeError, match="Unknown evaluation option"):
+        resolve_config(base, temperature=0.5)

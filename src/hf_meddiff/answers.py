@@ -38,7 +38,9 @@ __all__ = [
 
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _PUNCT_TABLE = str.maketrans({c: " " for c in string.punctuation})
-TAGS_PATTERN = re.compile("|".join(re.escape(t) for t in (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)))
+TAGS_PATTERN = re.compile(
+    "|".join(re.escape(t) for t in (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE))
+)
 _CLEAN_LETTER = re.compile(r"^\(?\s*([A-Z])\s*\)?\s*[.):]?$")
 _LETTER_WITH_TEXT = re.compile(r"^\(?([A-Z])(?:\)|\.|:|\s*-)\s*(.+)$", re.DOTALL)
 _LETTER_MENTIONS = (

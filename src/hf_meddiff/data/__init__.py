@@ -33,6 +33,7 @@ _LAZY = {
     "PHIError": "medical_io",
     "load_medical_folder": "medical_io",
     "load_medical_image": "medical_io",
+    "open_image": "medical_io",
     "build_reasoning_dataset": "reasoning",
     "RejectionSamplingReport": "reasoning",
     "annotation_rationale": "reasoning",
