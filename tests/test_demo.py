@@ -199,13 +199,15 @@ def test_generate_answers_vqa_on_the_canvas_the_model_was_trained_with(
     Image.new("L", (32, 32), 80).save(image)
     model = str(out / "model")
     seen = []
-    real = evaluation.text_generation_overrides
+    from hf_meddiff.evaluation import inference
+
+    real = inference.text_generation_overrides
 
     def spy(model_, gen_length, steps, **extra):
         seen.append(gen_length)
         return real(model_, gen_length, steps, **extra)
 
-    monkeypatch.setattr(evaluation, "text_generation_overrides", spy)
+    monkeypatch.setattr(inference, "text_generation_overrides", spy)
     argv = ["generate", "--model", model, "--image", str(image), "--question", "Which modality?"]
     assert cli.main([*argv, "--options", "CT", "MRI"]) == 0
     assert seen == [evaluation.trained_vqa_length(model)] and seen[0] == 4  # the recipe's VQA canvas

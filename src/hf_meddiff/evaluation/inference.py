@@ -153,7 +153,6 @@ def generate_one(
     import torch
 
     # looked up on the package, where tests replace it
-    from . import text_generation_overrides as overrides_for
 
     torch.manual_seed(seed)
     model, processor = load_model_and_processor(model_path, device, trust_remote_code)
@@ -165,7 +164,7 @@ def generate_one(
         return f"saved {output}"
     if task == "vqa" and gen_length is None:
         gen_length = trained_vqa_length(model_path)  # answer on the canvas VQA was trained with
-    kwargs = overrides_for(model, gen_length, steps)
+    kwargs = text_generation_overrides(model, gen_length, steps)
     text_question = format_question(question, options) if task == "vqa" else None  # None: report instruction
     text = pipe(image=_open_cli_image(image), question=text_question, **kwargs).text
     return text if isinstance(text, str) else text[0]

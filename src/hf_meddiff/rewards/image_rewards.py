@@ -16,7 +16,7 @@ Example:
 
 ```python
 >>> import torch
->>> from hf_meddiff.ddpo_tiny import build_attribute_classifier
+>>> from hf_meddiff.trainer.ddpo.tiny import build_attribute_classifier
 >>> from hf_meddiff.rewards.image_rewards import AttributeClassifierReward
 >>> reward = AttributeClassifierReward(build_attribute_classifier(["melanoma", "nevus", "severe"]))
 >>> scores = reward(torch.rand(2, 3, 32, 32), ["dermoscopy image: melanoma, severe", "dermoscopy image: nevus"])
@@ -105,7 +105,7 @@ class CLIPScoreReward:
 
     ```python
     >>> import torch
-    >>> from hf_meddiff.ddpo_tiny import build_tiny_clip_model
+    >>> from hf_meddiff.trainer.ddpo.tiny import build_tiny_clip_model
     >>> model, processor = build_tiny_clip_model()
     >>> reward = CLIPScoreReward(model, processor)
     >>> len(reward(torch.rand(2, 3, 32, 32), ["melanoma", "nevus"]))
@@ -215,7 +215,7 @@ class AttributeClassifierReward:
     """The share of a prompt's attributes (diagnosis, severity, artefacts, …) that a classifier sees in the image.
 
     The classifier is multi-label: `model(pixel_values=2 * images - 1).logits` `[B, K]`, one sigmoid per
-    attribute named in `model.config.id2label` (e.g. `hf_meddiff.ddpo_tiny.build_attribute_classifier`).
+    attribute named in `model.config.id2label` (e.g. `hf_meddiff.trainer.ddpo.tiny.build_attribute_classifier`).
     A sample's attributes are its `attributes` metadata when the trainer passes one, else the attribute
     names found in its prompt (`find_attributes`).
 

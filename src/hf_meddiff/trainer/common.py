@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import signal
 import threading
@@ -25,9 +24,10 @@ from typing import Any
 import torch
 from datasets import Dataset
 from datasets import Image as ImageFeature
-from PIL import Image
 from transformers import TrainerCallback
 from transformers.utils import logging
+
+from ..data.medical_io import open_image  # the one image opener (re-exported)
 
 logger = logging.get_logger(__name__)
 
@@ -160,29 +160,11 @@ def _load_public(name: str, path: str | None):
 
 
 # ------------------------------------------------------------------------------------ image tokenisation
+
+
 def record_name(record_id: Any, row: int) -> str:
     """How error messages name a record: by its `id` when it has one, and its row."""
     return f"record {record_id!r} (row {row})" if record_id not in (None, "") else f"record at row {row}"
-
-
-def open_image(value: Any) -> Image.Image:
-    """A PIL image from an undecoded `datasets.Image` value (`{"bytes", "path"}`) or an image object."""
-    if isinstance(value, Image.Image):
-        return value
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            image = Image.open(io.BytesIO(value["bytes"]))
-        elif value.get("path"):
-            image = Image.open(value["path"])
-        else:
-            raise ValueError("the image has neither bytes nor a path")
-        image.load()
-        return image
-    if isinstance(value, (str, os.PathLike)):
-        image = Image.open(value)
-        image.load()
-        return image
-    raise TypeError(f"unsupported image value of type {type(value).__name__}")
 
 
 def _module_fingerprint(module: torch.nn.Module) -> str:

@@ -27,15 +27,12 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
-from ...constants import TASKS
+from ...constants import IMAGE_TASKS, TASKS
 from ..common import SaveOnSignalMixin
 from .collator import MedDiffDataCollator, prepare_sft_dataset
 from .config import MedDiffSFTConfig
 
 logger = logging.get_logger(__name__)
-
-IMAGE_TASKS = ("t2i",)
-"""Tasks whose response is image tokens; the others have text responses."""
 
 _EVAL_STEP = 2**31 - 1  # noise "step" used at evaluation: the eval loss sees the same masks every time
 
@@ -289,17 +286,12 @@ class MedDiffSFTTrainer(SaveOnSignalMixin, Trainer):
         per_sample = outputs.per_sample_loss
         has_response = (inputs["labels"] != -100).any(dim=1)
         if task_ids is not None and has_response.any():
-            weights = self._task_weights(per_sample.device)[task_ids]
+            weights = _base_model(self.model).task_weights(task_ids.to(per_sample.device))
             loss = (weights * per_sample)[has_response].mean()
         else:
             loss = outputs.loss
         self._record_and_check(loss, per_sample, has_response, task_ids, outputs, example_ids, mode)
         return (loss, outputs) if return_outputs else loss
-
-    def _task_weights(self, device: torch.device) -> torch.Tensor:
-        """`[num_tasks]` loss weights from `model.config.task_loss_weights` (set from `args.task_loss_weights`)."""
-        weights = getattr(_base_model(self.model).config, "task_loss_weights", None) or {}
-        return torch.tensor([float(weights.get(task, 1.0)) for task in TASKS], device=device)
 
     def _record_and_check(
         self, loss, per_sample, has_response, task_ids, outputs, example_ids, mode: str
