@@ -12,7 +12,7 @@
 set -euo pipefail
 
 WORK="${1:-$(mktemp -d -t meddiff-grpo-ddp-XXXX)}"
-STEPS="${STEPS:-3}"
+STEPS="${STEPS:-4}"
 export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 
 echo "[1/4] tiny policy -> $WORK/policy"
@@ -37,7 +37,7 @@ PY
 
 COMMON=(
   --config trainers/grpo_vqa.yaml --policy_path "$WORK/policy" --medphantom_num_cases 32
-  --tasks report --rewards report --reward_weights 1.0 --completion_length_per_task '{"report": 16}'
+  --tasks report --rewards report repetition --reward_weights 1.0 1.0 --completion_length_per_task '{"report": 16}'
   --num_generations 4 --max_steps "$STEPS" --logging_steps 1 --save_strategy no --learning_rate 1e-3
   --use_cpu true --seed 0 --dataloader_drop_last true
 )
@@ -64,8 +64,8 @@ for (step, r1, l1, g1), (_, r2, l2, g2) in zip(one, two):
 assert len(one) == len(two) and one, (one, two)
 worst_reward = max(abs(a[1] - b[1]) for a, b in zip(one, two))
 worst_loss = max(abs(a[2] - b[2]) for a, b in zip(one, two))
+assert any(a[3] for a in one), "no step had a gradient (every group scored alike): nothing was compared"
 worst_grad = max(abs(a[3] - b[3]) / max(abs(a[3]), 1e-8) for a, b in zip(one, two) if a[3])
-assert any(a[3] for a in one), "no step had a gradient: nothing was compared"
 assert worst_reward < 1e-5 and worst_loss < 1e-4 and worst_grad < 1e-3, (
     f"rewards differ by {worst_reward:.2e}, losses by {worst_loss:.2e}, gradient norms by {worst_grad:.2e} (relative)"
 )

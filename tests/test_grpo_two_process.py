@@ -12,7 +12,7 @@ import pytest
 def test_two_process_grpo_logs_the_same_rewards_losses_and_gradients_as_one(tmp_path):
     result = subprocess.run(
         ["bash", "scripts/grpo_two_process_check.sh", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "STEPS": "2"},
+        capture_output=True, text=True, timeout=600, env={**os.environ, "STEPS": "4"},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "OK: 2 steps" in result.stdout
+    assert "OK: 4 steps" in result.stdout
