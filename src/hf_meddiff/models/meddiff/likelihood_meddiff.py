@@ -60,9 +60,8 @@ class MaskPass:
     weight: torch.FloatTensor
 
 
-def row_generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
-    """One `torch.Generator` per row, seeded with `seeds[b]` (kept on the CPU so draws match on every device)."""
-    del device
+def row_generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    """One `torch.Generator` per row, seeded with `seeds[b]` (on the CPU, so draws match on every device)."""
     return [torch.Generator().manual_seed(int(seed) % (2**63)) for seed in seeds]
 
 
