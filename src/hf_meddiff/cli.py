@@ -9,6 +9,7 @@ hf-meddiff tokenizer   fit the VQ image tokenizer (and the text tokenizer) on a 
 hf-meddiff data        make / inspect MedPhantom, convert a public set to the canonical form
 hf-meddiff generate    a VQA answer, a report or an image from a trained model folder
 hf-meddiff evaluate    VQA accuracy, report metrics, grounding, image metrics -> Markdown + JSON + PNG plots
+hf-meddiff review      clinician review web app (Gradio, SQLite); `review export` turns reviews into a dataset
 ```
 
 Every subcommand takes `--help`. The module runs as `python -m hf_meddiff.cli …`, so multi-process training
@@ -49,6 +50,10 @@ PASSTHROUGH = {
     "ddpo": (
         "hf_meddiff.trainer.ddpo.script",
         "DDPO on a Stable Diffusion pipeline from a YAML recipe (see trainers/)",
+    ),
+    "review": (
+        "hf_meddiff.review.command",
+        "clinician review web app of grounded answers (SQLite); `review export` makes the reviews a dataset",
     ),
 }
 
@@ -583,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     # listed here; parsed by their dataclass parsers (CONFIGURED) or by the recipe scripts (PASSTHROUGH)
     helps = {name: entry[0] for name, entry in CONFIGURED.items()}
     helps |= {name: entry[1] for name, entry in PASSTHROUGH.items()}
-    for name in ("demo", "sft", "grpo", "ddpo", "tokenizer"):
+    for name in ("demo", "sft", "grpo", "ddpo", "tokenizer", "review"):
         sub.add_parser(name, help=helps[name], add_help=False)
     _add_data(sub)
     _add_generate(sub)
