@@ -81,6 +81,9 @@ class MedDiffConfig(PreTrainedConfig):
         image_grid_size (`int`): one image is `image_grid_size ** 2` tokens, row-major.
         mask_token_id, pad_token_id, bos_token_id, eos_token_id, soi_token_id, eoi_token_id, mmu_token_id,
             t2i_token_id (`int`): ids of the special tokens; defaults from `tokens_meddiff.DEFAULT_TOKEN_IDS`.
+        qk_norm, causal_attention, logits_shift (`bool`): for converted checkpoints (`hf-meddiff convert`):
+            Qwen3's query/key norms, causal attention (only to compare with the source causal LM) and the
+            Dream-style shift (the logits at position i come from the hidden state at i-1).
         task_loss_weights (`dict[str, float]`, *optional*): loss weight per task (`vqa`, `report`, `t2i`,
             `reasoning`); missing tasks weigh 1.0.
         text_noise_eps (`float`): the text mask ratio is drawn from `U(text_noise_eps, 1)`.
@@ -131,6 +134,10 @@ class MedDiffConfig(PreTrainedConfig):
     attention_dropout: int | float = 0.0
     mlp_bias: bool = False
     tie_word_embeddings: bool = False
+    # Converted checkpoints (hf_meddiff.models.meddiff.convert_*): off by default, i.e. the MedDiff architecture.
+    qk_norm: bool = False  # per-head RMSNorm of queries and keys before RoPE (Qwen3)
+    causal_attention: bool = False  # causal instead of bidirectional attention (to check a converted causal LM)
+    logits_shift: bool = False  # position i is predicted from hidden state i-1 (Dream / DiffuLLaMA adaptation)
 
     # Unified vocabulary.
     text_vocab_size: int = 32000

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
-from transformers.masking_utils import create_bidirectional_mask
+from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
@@ -169,7 +169,7 @@ class MedDiffAttention(nn.Module):
         self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
         self.scaling = self.head_dim**-0.5
         self.attention_dropout = config.attention_dropout
-        self.is_causal = False
+        self.is_causal = bool(getattr(config, "causal_attention", False))
 
         self.q_proj = nn.Linear(
             config.hidden_size, config.num_attention_heads * self.head_dim, bias=config.attention_bias
@@ -183,6 +183,9 @@ class MedDiffAttention(nn.Module):
         self.o_proj = nn.Linear(
             config.num_attention_heads * self.head_dim, config.hidden_size, bias=config.attention_bias
         )
+        if getattr(config, "qk_norm", False):  # Qwen3: RMSNorm over each head's queries and keys
+            self.q_norm = MedDiffRMSNorm(self.head_dim, eps=config.rms_norm_eps)
+            self.k_norm = MedDiffRMSNorm(self.head_dim, eps=config.rms_norm_eps)
 
     def forward(
         self,
@@ -197,8 +200,11 @@ class MedDiffAttention(nn.Module):
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
 
-        query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        query_states = self.q_proj(hidden_states).view(hidden_shape)
+        key_states = self.k_proj(hidden_states).view(hidden_shape)
+        if hasattr(self, "q_norm"):
+            query_states, key_states = self.q_norm(query_states), self.k_norm(key_states)
+        query_states, key_states = query_states.transpose(1, 2), key_states.transpose(1, 2)
         value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
 
         cos, sin = position_embeddings
@@ -519,9 +525,17 @@ class MedDiffModel(MedDiffPreTrainedModel):
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
             position_ids = position_ids[:, cache_start : cache_start + query_length]
 
-        bidirectional_mask = create_bidirectional_mask(
-            config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask
-        )
+        if getattr(self.config, "causal_attention", False):
+            if cache is not None:
+                raise ValueError("causal_attention (a check of a converted causal LM) takes no block cache.")
+            bidirectional_mask = create_causal_mask(
+                config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=None,
+                position_ids=position_ids,
+            )  # fmt: skip
+        else:
+            bidirectional_mask = create_bidirectional_mask(
+                config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask
+            )
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
 
@@ -543,6 +557,14 @@ class MedDiffModel(MedDiffPreTrainedModel):
                 all_attentions += (attn_weights,)
 
         hidden_states = self.norm(hidden_states)
+        if getattr(self.config, "logits_shift", False):
+            # Dream / DiffuLLaMA: a causal LM's next-token head kept, position i read from the state at i-1.
+            if cache_start not in (None, 0) or (cache is not None and cache_length > 0):
+                raise ValueError(
+                    "logits_shift needs the hidden state left of each position: run full forwards (no block "
+                    "cache, cache_mode='none')."
+                )
+            hidden_states = torch.cat([hidden_states[:, :1], hidden_states[:, :-1]], dim=1)
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
         return MedDiffModelOutput(
