@@ -115,7 +115,8 @@ def test_embedded_recipe_runs_end_to_end(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert len(results["history"]) == 1 and "fid" in results["before"] and "kid_mean" in results["after"]
     assert (out / "lora" / "pytorch_lora_weights.safetensors").is_file()
-    assert (out / "checkpoint-1" / "training_state.pt").is_file()
+    assert (out / "checkpoint-1" / "training_state.safetensors").is_file()
+    assert (out / "checkpoint-1" / "training_state.json").is_file()
     assert len(results["grids"]) == len(results["prompts"]) and all(
         Path(p).is_file() for p in results["grids"]
     )

@@ -5,8 +5,8 @@
   files, split by the `split` column (the SFT and GRPO scripts read their data this way).
 - `tokenize_dataset_images`: every image of a canonical dataset encoded once by the processor's VQ tokenizer
   into an `image_ids` column (SFT examples and GRPO prompts are built from it).
-- `SaveOnSignalMixin`: for a transformers `Trainer` whose args have `save_on_signal`; on SIGTERM the current
-  optimizer step finishes, a checkpoint is saved and training stops (on every process at the same step);
+- `SaveOnSignalMixin`: for a transformers `Trainer` whose args have `save_on_signal`; on SIGTERM or Ctrl-C
+  (SIGINT) the current optimizer step finishes, a checkpoint is saved and training stops (on every process at the same step);
   `stopped_by_signal` then holds the signal, and the scripts exit with `128 + signal`.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +49,8 @@ class DatasetArguments:
             evaluation (`"all"` keeps every row; an empty eval split disables evaluation).
         max_train_samples / max_eval_samples (`int`, *optional*): keep at most this many records.
         medphantom_num_cases / medphantom_image_size / medphantom_seed: the generated MedPhantom cases.
+        medphantom_all_questions (`bool`, defaults to `False`): give every training case a question of every type
+            it answers (`hf_meddiff.data.expand_phantom_questions`); other splits keep one question per case.
     """
 
     dataset_name: str = field(
@@ -74,6 +77,12 @@ class DatasetArguments:
     )
     medphantom_image_size: int = field(default=64, metadata={"help": "MedPhantom image side in pixels."})
     medphantom_seed: int = field(default=0, metadata={"help": "MedPhantom generator seed."})
+    medphantom_all_questions: bool = field(
+        default=False,
+        metadata={
+            "help": "Every training case gets a question of every type it answers (more VQA supervision)."
+        },
+    )
 
     def __post_init__(self):
         if self.dataset_eval_split in ("", "none", "None", "null"):
@@ -111,6 +120,10 @@ def load_canonical_datasets(script_args: DatasetArguments):
             seed=script_args.medphantom_seed,
             image_size=script_args.medphantom_image_size,
         )
+        if script_args.medphantom_all_questions:
+            from ..data import expand_phantom_questions
+
+            dataset = expand_phantom_questions(dataset, seed=script_args.medphantom_seed)
     elif name == "canonical":
         if not script_args.dataset_path:
             raise ValueError(
@@ -236,23 +249,38 @@ def tokenize_dataset_images(
 
 
 # -------------------------------------------------------------------------------------------- signals
+STOP_SIGNALS: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
+
+
 @contextmanager
-def received_signals(signals: tuple[int, ...] = (signal.SIGTERM,)) -> Iterator[list[int]]:
+def received_signals(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[list[int]]:
     """Within the block, the `signals` a process receives are appended to the yielded list instead of ending it;
-    the previous handlers come back afterwards. Outside the main thread (where Python cannot install handlers)
-    nothing is installed and the list stays empty."""
+    the previous handlers come back afterwards. The first signal is announced on stderr (the run finishes its step,
+    saves a checkpoint and stops); a second Ctrl-C (SIGINT) stops at once with `KeyboardInterrupt`. Outside the
+    main thread (where Python cannot install handlers) nothing is installed and the list stays empty."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
-    previous = {
-        signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in signals
-    }
+
+    def handler(signum, frame):
+        if signum == signal.SIGINT and signal.SIGINT in received:
+            raise KeyboardInterrupt
+        if not received:
+            print(
+                f"\nReceived {signal.Signals(signum).name}: finishing the current step, then saving a checkpoint "
+                "and stopping" + (" (Ctrl-C again to stop at once)." if signum == signal.SIGINT else "."),
+                file=sys.stderr,
+                flush=True,
+            )
+        received.append(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in signals}
     try:
         yield received
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for signum, handler_before in previous.items():
+            signal.signal(signum, handler_before)
 
 
 class SaveOnSignalCallback(TrainerCallback):
@@ -284,7 +312,7 @@ class SaveOnSignalCallback(TrainerCallback):
 
 class SaveOnSignalMixin:
     """Mixed in before a transformers `Trainer` (`class MyTrainer(SaveOnSignalMixin, Trainer)`): with
-    `args.save_on_signal`, `train` saves a checkpoint and stops when the process gets SIGTERM.
+    `args.save_on_signal`, `train` saves a checkpoint and stops when the process gets SIGTERM or Ctrl-C (SIGINT).
 
     Attributes:
         stopped_by_signal (`int | None`): the signal number when the last `train` call stopped on a signal.
@@ -308,6 +336,7 @@ class SaveOnSignalMixin:
 __all__ = [
     "DatasetArguments",
     "SaveOnSignalCallback",
+    "STOP_SIGNALS",
     "SaveOnSignalMixin",
     "load_canonical_datasets",
     "open_image",

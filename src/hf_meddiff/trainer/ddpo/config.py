@@ -49,6 +49,13 @@ class MedDDPOConfig:
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "A checkpoint directory to resume from, or 'latest' in output_dir."}
     )
+    save_on_signal: bool = field(
+        default=True,
+        metadata={
+            "help": "On SIGTERM or Ctrl-C finish the current epoch, save a checkpoint and stop (a second Ctrl-C "
+            "stops at once)."
+        },
+    )
 
     # > Model / LoRA
     pretrained_model: str | None = field(
@@ -148,6 +155,33 @@ class MedDDPOConfig:
 
     def __post_init__(self):
         problems = []
+        positive = (
+            "sample_num_steps",
+            "sample_batch_size",
+            "sample_num_batches_per_epoch",
+            "train_batch_size",
+            "train_num_inner_epochs",
+            "train_gradient_accumulation_steps",
+            "lora_rank",
+            "per_prompt_stat_tracking_buffer_size",
+            "sft_batch_size",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"{name}={value!r} must be a positive integer")
+        for name in ("num_epochs", "save_freq", "sft_num_steps", "per_prompt_stat_tracking_min_count"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                problems.append(f"{name}={value!r} must be an integer >= 0")
+        for name in ("train_learning_rate", "sft_learning_rate", "train_clip_range", "train_adv_clip_max"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+                problems.append(f"{name}={value!r} must be a positive number")
+        if not 0 <= self.sft_caption_dropout < 1:
+            problems.append(f"sft_caption_dropout={self.sft_caption_dropout} must be in [0, 1)")
+        if problems:
+            raise ValueError("Invalid MedDDPOConfig: " + "; ".join(problems) + ".")
         if self.sample_eta <= 0:
             problems.append(f"sample_eta={self.sample_eta} must be > 0 (DDPO needs a stochastic sampler)")
         if not 0 < self.train_timestep_fraction <= 1:

@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
@@ -68,7 +69,55 @@ __all__ = ["MedDDPOTrainer", "PerPromptStatTracker", "denoising_loss", "merged_l
 
 RewardFunc = Callable[..., Any]
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
-TRAINING_STATE_NAME = "training_state.pt"
+# Trainer state: tensors (optimiser moments, RNG state) in safetensors, everything else in JSON. Nothing is unpickled.
+TRAINING_STATE_TENSORS = "training_state.safetensors"
+TRAINING_STATE_JSON = "training_state.json"
+LEGACY_TRAINING_STATE = "training_state.pt"  # a pickle written by older versions: refused, never loaded
+
+
+def _flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimiser `state_dict` as (tensors for safetensors, a JSON-able rest). Tensor entries of the per-parameter
+    state go to `optimizer.state.<param>.<name>`; param groups and non-tensor entries stay in the JSON part."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, entries in state["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.state.{index}.{name}"] = value.detach().cpu().contiguous().clone()
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    groups = [dict(group) for group in state["param_groups"]]
+    for group in groups:
+        for key, value in group.items():
+            if isinstance(value, tuple):
+                group[key] = list(value)
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def _unflatten_optimizer_state(
+    tensors: dict[str, torch.Tensor], rest: dict[str, Any], source: Path
+) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = defaultdict(dict)
+    for key, value in tensors.items():
+        if not key.startswith("optimizer.state."):
+            continue
+        index, _, name = key[len("optimizer.state.") :].partition(".")
+        if not index.isdigit() or not name:
+            raise ValueError(
+                f"{source}: tensor {key!r} is not an optimiser entry `optimizer.state.<i>.<name>`."
+            )
+        state[int(index)][name] = value
+    for index, entries in rest.get("scalars", {}).items():
+        if not str(index).isdigit() or not isinstance(entries, dict):
+            raise ValueError(f"{source}: field 'optimizer.scalars' has a malformed entry {index!r}.")
+        state[int(index)].update(entries)
+    groups = rest.get("param_groups")
+    if not isinstance(groups, list) or not all(isinstance(g, dict) and "params" in g for g in groups):
+        raise ValueError(f"{source}: field 'optimizer.param_groups' must be a list of groups with 'params'.")
+    for group in groups:
+        if isinstance(group.get("betas"), list):
+            group["betas"] = tuple(group["betas"])
+    return {"state": dict(state), "param_groups": groups}
 
 
 class PerPromptStatTracker:
@@ -134,6 +183,67 @@ class PerPromptStatTracker:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.buffer_size, self.min_count = state["buffer_size"], state["min_count"]
         self.buffers = {p: deque(v, maxlen=self.buffer_size) for p, v in state["buffers"].items()}
+
+
+def read_training_state(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The `(JSON state, tensors)` of a `MedDDPOTrainer` checkpoint folder, checked field by field.
+
+    Only `training_state.json` and `training_state.safetensors` are read; neither format can run code. A folder
+    that holds only the pickled `training_state.pt` of older versions is refused, never unpickled.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    json_file, tensor_file = directory / TRAINING_STATE_JSON, directory / TRAINING_STATE_TENSORS
+    if not json_file.is_file() or not tensor_file.is_file():
+        if (directory / LEGACY_TRAINING_STATE).is_file():
+            raise ValueError(
+                f"{directory} holds {LEGACY_TRAINING_STATE}, a pickle, and no {TRAINING_STATE_JSON} + "
+                f"{TRAINING_STATE_TENSORS}. Pickles can run code when loaded, so MedDDPOTrainer does not read them: "
+                "resume from a checkpoint written by this version, or start the run anew."
+            )
+        missing = [f.name for f in (json_file, tensor_file) if not f.is_file()]
+        raise FileNotFoundError(
+            f"{directory} is not a MedDDPOTrainer checkpoint folder: {', '.join(missing)} not found."
+        )
+    try:
+        state = json.loads(json_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{json_file}: not valid JSON ({err}); the checkpoint is damaged.") from err
+    try:
+        tensors = load_file(str(tensor_file))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(
+            f"{tensor_file}: not a safetensors file ({err}); the checkpoint is damaged."
+        ) from err
+    expected = {
+        "epoch": int,
+        "global_step": int,
+        "optimizer": dict,
+        "stat_tracker": dict,
+        "history": list,
+        "sft_losses": list,
+    }
+    if not isinstance(state, dict):
+        raise ValueError(f"{json_file}: the top level must be an object with the fields {sorted(expected)}.")
+    for name, kind in expected.items():
+        if not isinstance(state.get(name), kind) or isinstance(state.get(name), bool):
+            raise ValueError(
+                f"{json_file}: field {name!r} must be a {kind.__name__}, got {type(state.get(name)).__name__}."
+            )
+    tracker = state["stat_tracker"]
+    if not isinstance(tracker.get("buffers"), dict) or not all(
+        isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)
+        for v in tracker["buffers"].values()
+    ):
+        raise ValueError(f"{json_file}: field 'stat_tracker.buffers' must map prompts to lists of numbers.")
+    generator = tensors.get("generator")
+    if generator is None or generator.dtype != torch.uint8:
+        raise ValueError(
+            f"{tensor_file}: tensor 'generator' (the RNG state, uint8) is missing or has the wrong type."
+        )
+    return state, tensors
 
 
 class MedDDPOTrainer:
@@ -211,6 +321,7 @@ class MedDDPOTrainer:
         self.global_step = 0
         self.history: list[dict[str, float]] = []
         self.sft_losses: list[float] = []
+        self.stopped_by_signal: int | None = None
         with torch.no_grad():
             self._negative_embeds = encode_prompts(self.pipeline, [config.negative_prompt])
 
@@ -463,25 +574,67 @@ class MedDDPOTrainer:
         self.epoch += 1
         return stats
 
-    def train(self, num_epochs: int | None = None) -> list[dict[str, float]]:
-        """Run DDPO until `num_epochs` (default `config.num_epochs`) epochs are done, resuming if configured."""
+    def train(self, num_epochs: int | None = None, progress: bool = True) -> list[dict[str, float]]:
+        """Run DDPO until `num_epochs` (default `config.num_epochs`) epochs are done, resuming if configured.
+
+        With `config.save_on_signal`, SIGTERM or Ctrl-C (SIGINT) ends training after the current epoch with a
+        checkpoint (`stopped_by_signal` then holds the signal); a second Ctrl-C stops at once. `progress` shows a
+        progress bar on the main process (log lines are written above it)."""
+        from tqdm.auto import tqdm
+
+        from ..common import received_signals
+
         config = self.config
+        self.stopped_by_signal = None
         if config.resume_from_checkpoint:
             self.load_checkpoint(self._resolve_checkpoint(config.resume_from_checkpoint))
         num_epochs = config.num_epochs if num_epochs is None else num_epochs
-        while self.epoch < num_epochs:
-            stats = self.step()
-            logger.info(
-                "epoch %d: reward %.4f (±%.4f), kl %.2e",
-                stats["epoch"],
-                stats["reward_mean"],
-                stats["reward_std"],
-                stats["approx_kl"],
-            )
-            if config.save_freq and self.epoch % config.save_freq == 0:
-                self.save_checkpoint()
+        signals = received_signals() if config.save_on_signal else contextlib.nullcontext([])
+        bar = tqdm(
+            total=num_epochs,
+            initial=min(self.epoch, num_epochs),
+            desc="DDPO epochs",
+            unit="epoch",
+            disable=not progress or not self.accelerator.is_main_process,
+            dynamic_ncols=True,
+        )
+        with signals as received, bar:
+            while self.epoch < num_epochs:
+                stats = self.step()
+                bar.update(1)
+                bar.set_postfix(reward=f"{stats['reward_mean']:.4f}", kl=f"{stats['approx_kl']:.1e}")
+                message = (
+                    f"epoch {stats['epoch']}: reward {stats['reward_mean']:.4f} (±{stats['reward_std']:.4f}), "
+                    f"kl {stats['approx_kl']:.2e}"
+                )
+                if bar.disable:
+                    logger.info(message)
+                else:
+                    bar.write(message)  # above the bar, which stays intact
+                if self._signal_received(received):
+                    path = self.save_checkpoint()
+                    logger.warning(
+                        "Stopped by %s after epoch %d: checkpoint in %s. Resume with "
+                        "`--resume_from_checkpoint latest`.",
+                        signal.Signals(self.stopped_by_signal).name,
+                        self.epoch,
+                        path,
+                    )
+                    break
+                if config.save_freq and self.epoch % config.save_freq == 0:
+                    self.save_checkpoint()
         self.accelerator.wait_for_everyone()
         return self.history
+
+    def _signal_received(self, received: list[int]) -> bool:
+        """Whether any process received a stop signal (all processes agree, so they stop at the same epoch)."""
+        flag = torch.tensor([float(received[0]) if received else 0.0], device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            flag = self.accelerator.reduce(flag, reduction="max")
+        if float(flag) > 0:
+            self.stopped_by_signal = int(float(flag))
+            return True
+        return False
 
     # --------------------------------------------------------------------------- stage one: supervised
 
@@ -616,27 +769,30 @@ class MedDDPOTrainer:
         elif self.accelerator.is_main_process:
             self.unwrapped_unet.save_pretrained(directory / "unet")
         if self.accelerator.is_main_process:
+            tensors, optimizer_rest = _flatten_optimizer_state(self.optimizer.state_dict())
+            tensors["generator"] = self.generator.get_state()
             state = {
+                "format": 1,
                 "epoch": self.epoch,
                 "global_step": self.global_step,
-                "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(),
+                "optimizer": optimizer_rest,
                 "stat_tracker": self.stat_tracker.state_dict(),
                 "history": self.history,
                 "sft_losses": self.sft_losses,
             }
-            torch.save(state, directory / TRAINING_STATE_NAME)
+            from safetensors.torch import save_file
+
+            save_file(tensors, str(directory / TRAINING_STATE_TENSORS))
+            (directory / TRAINING_STATE_JSON).write_text(json.dumps(state, indent=1), encoding="utf-8")
             (directory / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
             self._prune_checkpoints()
         self.accelerator.wait_for_everyone()
         return directory
 
     def load_checkpoint(self, directory: str | os.PathLike) -> None:
-        """Restore a checkpoint written by `save_checkpoint`."""
+        """Restore a checkpoint written by `save_checkpoint` (safetensors + JSON; a pickled state is refused)."""
         directory = Path(directory)
-        state_file = directory / TRAINING_STATE_NAME
-        if not state_file.is_file():
-            raise FileNotFoundError(f"{state_file} not found: not a MedDDPOTrainer checkpoint directory.")
+        state, tensors = read_training_state(directory)
         if self.config.use_lora:
             self.load_lora_weights(directory)
         else:
@@ -644,12 +800,27 @@ class MedDDPOTrainer:
 
             loaded = UNet2DConditionModel.from_pretrained(directory / "unet")
             self.unwrapped_unet.load_state_dict(loaded.state_dict())
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
+        source = directory / TRAINING_STATE_JSON
+        try:
+            self.optimizer.load_state_dict(
+                _unflatten_optimizer_state(tensors, state["optimizer"], directory / TRAINING_STATE_TENSORS)
+            )
+        except (KeyError, ValueError, RuntimeError) as err:
+            raise ValueError(
+                f"{directory}: the optimiser state does not fit this trainer's parameters ({err}); resume with the "
+                "same use_lora / lora_rank / lora_target_modules as the run that wrote it."
+            ) from err
+        self.generator.set_state(tensors["generator"])
         self.stat_tracker.load_state_dict(state["stat_tracker"])
-        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.history, self.sft_losses = list(state["history"]), list(state["sft_losses"])
+        logger.info(
+            "Resumed from %s (epoch %d, step %d; state read from %s).",
+            directory,
+            self.epoch,
+            self.global_step,
+            source,
+        )
 
     def _resolve_checkpoint(self, value: str) -> Path:
         if value != "latest":

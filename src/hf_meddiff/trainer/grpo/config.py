@@ -94,7 +94,7 @@ class DiffusionGRPOConfig(GRPOConfig):
         > Run
 
         save_on_signal (`bool`, *optional*, defaults to `True`):
-            On SIGTERM, finish the current optimizer step, save a checkpoint and stop training (as SFT does).
+            On SIGTERM or Ctrl-C (SIGINT), finish the current optimizer step, save a checkpoint and stop training (as SFT does).
     """
 
     estimator: str = field(
@@ -148,7 +148,7 @@ class DiffusionGRPOConfig(GRPOConfig):
     )
     save_on_signal: bool = field(
         default=True,
-        metadata={"help": "On SIGTERM finish the current step, save a checkpoint and stop training."},
+        metadata={"help": "On SIGTERM or Ctrl-C finish the current step, save a checkpoint and stop training."},
     )
 
     def __post_init__(self):

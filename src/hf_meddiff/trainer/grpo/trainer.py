@@ -15,7 +15,7 @@ iterations, logging, checkpointing and resume. This subclass replaces the seams 
 - `_generate_and_score_completions` / `_compute_loss`: thin wrappers that carry each row's canvas and mask seed
   with the batch and pick the iteration's mask, so old, reference and current log-probs share their masks.
 
-With `save_on_signal` (the default) a SIGTERM ends training after the current step with a checkpoint
+With `save_on_signal` (the default) a SIGTERM or Ctrl-C ends training after the current step with a checkpoint
 (`SaveOnSignalMixin`, shared with the SFT trainer); `stopped_by_signal` then holds the signal.
 """
 
