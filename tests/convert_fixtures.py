@@ -163,3 +163,43 @@ def llada_reference_logits(config: dict, w: dict[str, torch.Tensor], ids: torch.
     x = _rms(x, w["model.transformer.ln_f.weight"], eps)
     head = w["model.transformer.wte.weight" if config["weight_tying"] else "model.transformer.ff_out.weight"]
     return x @ head.T
+
+
+def causal_lm_tokenizer(folder: Path):
+    """A word-level tokenizer with a bos and an eos, as a causal LM folder carries one."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk_word>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(["<s>", "</s>"])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+    fast.save_pretrained(str(folder))
+    return fast
+
+
+def build_causal_lm(folder: Path, model_type: str, seed: int = 0, **overrides):
+    """A tiny Llama / Qwen2 / Qwen3 ForCausalLM saved by `save_pretrained` in small shards, with a tokenizer."""
+    import transformers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = causal_lm_tokenizer(folder)
+    classes = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+               "qwen3": ("Qwen3Config", "Qwen3ForCausalLM")}  # fmt: skip
+    config_cls, model_cls = (getattr(transformers, name) for name in classes[model_type])
+    kwargs = dict(
+        vocab_size=len(tok) + 8, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-6, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, tie_word_embeddings=model_type != "llama",
+    )  # fmt: skip
+    if model_type == "qwen3":
+        kwargs["head_dim"] = 32  # Qwen3's head_dim is not hidden_size / heads
+    kwargs.update(overrides)
+    torch.manual_seed(seed)
+    model = model_cls(config_cls(**kwargs)).eval()
+    with torch.no_grad():  # norms and biases away from their init, so the test sees them
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight") or name.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(str(folder), max_shard_size="40KB")
+    return model, tok
