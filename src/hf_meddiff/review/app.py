@@ -11,8 +11,6 @@ State lives in the store and in each browser session's `gr.State`, never in modu
 reviewers (logged in with `--auth`, or on separate servers over one database) do not share a position.
 """
 
-from __future__ import annotations
-
 import html
 import os
 import re

@@ -28,6 +28,7 @@ from typing import Any
 
 import PIL.Image
 import PIL.ImageDraw
+import PIL.ImageFont
 
 from ..constants import BOX_SCALE, THINK_OPEN
 from ..formatting import ANSWER_PATTERN, BOX_PATTERN, parse_answer, parse_think
@@ -225,10 +226,11 @@ def _draw_box(draw, box, size, colour, label: str, width: int, dashed: bool = Fa
                 )
     else:
         draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
-    text_y = y0 - 14 if y0 >= 14 else y1 + 2
-    text_box = draw.textbbox((x0 + 2, text_y), label)
+    font = PIL.ImageFont.load_default(size=15)
+    text_y = y0 - 19 if y0 >= 19 else y1 + 2
+    text_box = draw.textbbox((x0 + 2, text_y), label, font=font)
     draw.rectangle(text_box, fill=(0, 0, 0))
-    draw.text((x0 + 2, text_y), label, fill=colour)
+    draw.text((x0 + 2, text_y), label, fill=colour, font=font)
 
 
 def render_case(
