@@ -251,7 +251,17 @@ class MedDiffImageTokenizer(nn.Module):
         image_size: int | None = None,
         **kwargs: Any,
     ) -> MedDiffImageTokenizer:
-        """Load from a folder or Hub id holding a diffusers VQModel (e.g. `subfolder="image_tokenizer"`)."""
+        """Load from a folder or Hub id holding a diffusers VQModel (e.g. `subfolder="image_tokenizer"`); a local
+        folder saved by another tokenizer class of this package (MAGVIT-v2, `magvit_meddiff`) loads as that class."""
+        local = os.path.join(str(pretrained_model_name_or_path), subfolder or "", IMAGE_TOKENIZER_CONFIG_NAME)
+        if os.path.isfile(local):
+            with open(local, encoding="utf-8") as f:
+                if json.load(f).get("image_tokenizer_class") == "MagvitV2ImageTokenizer":
+                    from .magvit_meddiff import MagvitV2ImageTokenizer
+
+                    return MagvitV2ImageTokenizer.from_pretrained(
+                        pretrained_model_name_or_path, subfolder=subfolder, image_size=image_size
+                    )
         vq_model = VQModel.from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
         if image_size is None:
             image_size = _read_image_size(pretrained_model_name_or_path, subfolder, kwargs)

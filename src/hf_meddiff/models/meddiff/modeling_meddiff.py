@@ -656,6 +656,18 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.lm_head = new_embeddings
 
+    @classmethod
+    def from_llada(
+        cls, src: str, save_directory: str, mmada: bool = False, **kwargs
+    ) -> MedDiffForMaskedDiffusion:
+        """Convert a LLaDA (or, with `mmada=True`, MMaDA) checkpoint folder or Hub id into the MedDiff folder
+        `save_directory` (streamed tensor by tensor, see `convert_llada_meddiff.convert_llada`, which takes `kwargs`)
+        and load it. `hf-meddiff convert llada SRC DST` does the same from the command line."""
+        from .convert_llada_meddiff import convert_llada
+
+        convert_llada(src, save_directory, mmada=mmada, **kwargs)
+        return cls.from_pretrained(save_directory)
+
     def response_modalities(self, labels: torch.LongTensor) -> tuple[torch.BoolTensor, torch.BoolTensor]:
         """Splits the RESPONSE positions of `labels` `[B, L]` into `(text, image)` boolean masks, `[B, L]` each."""
         response = labels != IGNORE_INDEX
