@@ -198,14 +198,38 @@ class MedDiffProcessor(ProcessorMixin):
         return codes
 
     # --- sequence layouts ------------------------------------------------------------------------------
-    def _text_ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+    def _control_ids(self) -> set[int]:
+        """Ids of the tokens that shape a sequence (BOS/EOS/PAD/MASK, image and turn markers, task tokens)."""
+        tokens = (BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, MASK_TOKEN, SOI_TOKEN, EOI_TOKEN, USER_TOKEN, ASSISTANT_TOKEN,
+                  *TASK_TOKENS.values())  # fmt: skip
+        return {self._id(t) for t in tokens}
+
+    def _text_ids(self, text: str, index: int = 0, field: str = "text") -> list[int]:
+        """User text -> token ids, always as text: a literal `<|mask|>`, `<|assistant|>`, `<|eos|>`, `<|soi|>` ...
+        inside a question, report or answer is split into ordinary text tokens (`split_special_tokens=True`), so
+        a dataset cannot steer the sequence layout; only the processor places control tokens. The reasoning and
+        grounding tags (`<think>`, `<answer>`, `<box>` ...) stay single tokens: they are text, not layout."""
+        if not text:
+            return []
+        if not isinstance(text, str):
+            raise TypeError(
+                f"Sample {index}: {field} must be a string, got {type(text).__name__} ({text!r:.80})."
+            )
+        ids = list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+        control = self._control_ids().intersection(ids)
+        if control:  # a tokenizer that ignores split_special_tokens: refuse rather than let the text steer
+            names = sorted(self.tokenizer.convert_ids_to_tokens(sorted(control)))
+            raise ValueError(
+                f"Sample {index}: the {field} contains the control token(s) {names}, and this tokenizer does not "
+                "split them into text. Remove them from the data (they are placed by the processor only)."
+            )
+        return ids
 
     def _response_ids(
         self, target: str, response_length: int | None, truncation: bool, index: int
     ) -> list[int]:
         eos = self._id(EOS_TOKEN)
-        ids = self._text_ids(target) + [eos]
+        ids = self._text_ids(target, index, "response") + [eos]
         if response_length is None:
             return ids
         if len(ids) > response_length:
@@ -238,7 +262,8 @@ class MedDiffProcessor(ProcessorMixin):
         bos, soi, eoi = self._id(BOS_TOKEN), self._id(SOI_TOKEN), self._id(EOI_TOKEN)
         user, assistant = self._id(USER_TOKEN), self._id(ASSISTANT_TOKEN)
         if task == "t2i":
-            prompt = [bos, self._id(TASK_TOKENS["t2i"]), user, *self._text_ids(prompt_text), assistant, soi]
+            text_ids = self._text_ids(prompt_text, index, "text")
+            prompt = [bos, self._id(TASK_TOKENS["t2i"]), user, *text_ids, assistant, soi]
             if image_codes is None:
                 if add_response:
                     raise ValueError(
@@ -254,7 +279,7 @@ class MedDiffProcessor(ProcessorMixin):
         if image_codes is None:
             raise ValueError(f"Sample {index}: the {task!r} task needs an image (or image_ids).")
         prompt = [bos, self._id(TASK_TOKENS["mmu"]), soi, *(code + self.offset for code in image_codes), eoi]
-        prompt += [user, *self._text_ids(prompt_text), assistant]
+        prompt += [user, *self._text_ids(prompt_text, index, "text"), assistant]
         if not add_response:
             return prompt, [False] * len(prompt)
         if response is None:
