@@ -558,6 +558,75 @@ def _run_evaluate(argv: Sequence[str]) -> int:
 
 
 # --------------------------------------------------------------------------------------------------------
+# convert (pretrained checkpoints -> MedDiff folders)
+# --------------------------------------------------------------------------------------------------------
+
+
+def _add_convert(sub) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="start from LLaDA / MMaDA / a Llama-Qwen causal LM: convert it into a MedDiff folder",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Streams the checkpoint tensor by tensor (about one shard of RAM). SRC is a local folder, or a "
+        "Hub id (the only case that downloads).",
+    )
+    p.add_argument("layout", choices=("llada", "mmada", "causal-lm"), help="the source checkpoint's family")
+    p.add_argument("src", help="checkpoint folder or Hub id, e.g. GSAI-ML/LLaDA-8B-Instruct")
+    p.add_argument("dst", help="new output folder")
+    p.add_argument(
+        "--image-tokenizer", help="MAGVIT-v2 (showlab/magvitv2) or MedDiff image tokenizer folder / id"
+    )
+    p.add_argument("--image-size", type=int, help="MAGVIT-v2 resolution (MMaDA: 512 -> 32x32 codes)")
+    p.add_argument("--image-codebook-size", type=int, help="codes without an image tokenizer (default 8192)")
+    p.add_argument(
+        "--image-grid-size", type=int, help="codes per side without an image tokenizer (default 16)"
+    )
+    p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"))
+    p.add_argument("--keep-shift", action="store_true", help="causal-lm: keep the next-token shift (Dream)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the new embedding rows")
+    p.add_argument("--revision", help="Hub revision when SRC is a Hub id")
+    p.set_defaults(func=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from .models.meddiff.convert_common_meddiff import ConversionError, peak_rss_bytes
+
+    image_tokenizer = args.image_tokenizer
+    try:
+        if image_tokenizer and args.image_size:
+            from .models.meddiff.convert_common_meddiff import resolve_source
+            from .models.meddiff.magvit_meddiff import MagvitV2ImageTokenizer
+
+            image_tokenizer = MagvitV2ImageTokenizer.from_magvit(
+                resolve_source(image_tokenizer), args.image_size
+            )
+        common = dict(
+            image_tokenizer=image_tokenizer, dtype=args.dtype, seed=args.seed, revision=args.revision
+        )
+        if args.layout == "causal-lm":
+            from .models.meddiff.convert_causal_lm_meddiff import convert_causal_lm
+
+            sizes = {k: v for k, v in (("image_codebook_size", args.image_codebook_size),
+                                       ("image_grid_size", args.image_grid_size)) if v}  # fmt: skip
+            config = convert_causal_lm(args.src, args.dst, keep_shift=args.keep_shift, **sizes, **common)
+        else:
+            from .models.meddiff.convert_llada_meddiff import convert_llada
+
+            config = convert_llada(
+                args.src, args.dst, mmada=args.layout == "mmada", image_codebook_size=args.image_codebook_size,
+                image_grid_size=args.image_grid_size, **common,
+            )  # fmt: skip
+    except (ConversionError, ValueError, OSError) as err:
+        raise CLIError(str(err)) from err
+    print(
+        f"Wrote {args.dst}: MedDiff, {config.num_hidden_layers} layers, vocabulary {config.vocab_size} (text "
+        f"{config.text_vocab_size}, image codes {config.image_token_offset}..{config.image_token_end - 1}); peak "
+        f"RAM {peak_rss_bytes() / 2**30:.2f} GiB. Load with AutoModel.from_pretrained / MedDiffProcessor."
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------------------
 
@@ -592,6 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=helps[name], add_help=False)
     _add_data(sub)
     _add_generate(sub)
+    _add_convert(sub)
     sub.add_parser("evaluate", help=helps["evaluate"], add_help=False)
     return parser
 
