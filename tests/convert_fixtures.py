@@ -203,3 +203,38 @@ def build_causal_lm(folder: Path, model_type: str, seed: int = 0, **overrides):
                 p.add_(torch.randn_like(p) * 0.1)
     model.save_pretrained(str(folder), max_shard_size="40KB")
     return model, tok
+
+
+TINY_MAGVIT = dict(
+    ch=32, encoder_ch_mult=[1, 1, 1, 1], encoder_num_res_blocks=[1, 1, 1, 1], decoder_ch_mult=[1, 1, 1, 1],
+    decoder_num_res_blocks=[1, 1, 1, 1], z_channels=6, image_size=32,
+)  # fmt: skip  # 4 levels: 32 px -> 4 x 4 codes, 2**6 = 64 codes
+
+
+def build_magvit(folder: Path, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A showlab/magvitv2-layout folder (config.json + pytorch_model.safetensors) at tiny sizes."""
+    from hf_meddiff.models.meddiff.magvit_meddiff import MagvitV2ImageTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    state = MagvitV2ImageTokenizer(**TINY_MAGVIT).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "pytorch_model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"_class_name": "MAGVITv2", **TINY_MAGVIT}))
+    return state
+
+
+def build_mmada(folder: Path, seed: int = 0, codebook: int = 64, grid: int = 4) -> tuple[dict, dict]:
+    """LLaDA's layout with MMaDA's vocabulary: image code c at len(tokenizer) + c, the embedding resized."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = llada_tokenizer(folder)
+    rows = (
+        (len(tok) + 15) // 16 * 16 + 16 + codebook
+    )  # llm_vocab_size + codebook_size (126464 + 8192 = 134656)
+    config = llada_config(rows, tok.convert_tokens_to_ids("<|mdm_mask|>"), tok.eos_token_id)
+    config |= {"architectures": ["MMadaModelLM"], "model_type": "mmada", "codebook_size": codebook,
+               "num_vq_tokens": grid * grid, "llm_vocab_size": rows - codebook, "new_vocab_size": rows,
+               "num_new_special_tokens": 0}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    weights = llada_weights(config, seed)
+    save_sharded(weights, folder)
+    return config, weights

@@ -338,7 +338,11 @@ class MagvitV2ImageTokenizer(nn.Module):
                     else "."
                 )
             )
-        config = dict(MAGVIT_V2_CONFIG) | architecture
+        config = dict(MAGVIT_V2_CONFIG)
+        if (path / "config.json").is_file():  # the published config.json names no sizes; a resized one may
+            saved = json.loads((path / "config.json").read_text(encoding="utf-8"))
+            config |= {k: v for k, v in saved.items() if k in MAGVIT_V2_CONFIG}
+        config |= architecture
         if image_size is not None:
             config["image_size"] = int(image_size)
         tokenizer = cls(**config)
