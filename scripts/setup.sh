@@ -29,3 +29,12 @@ else
     fi
     "$py" -m pip install --quiet -c "$constraints" -e "$target"
 fi
+# CI only: the review app's browser test (tests/test_review_browser.py) needs Chromium and its driver.
+case ",$extras," in *,test,*)
+    if [ "${CI:-}" = "true" ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
+        && command -v apt-get >/dev/null 2>&1; then
+        sudo_cmd=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo_cmd="sudo"
+        $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq chromium chromium-driver
+    fi
+    ;;
+esac

@@ -188,6 +188,9 @@ def test_two_cases_reviewed_in_chromium_survive_a_server_kill_and_reach_the_expo
         screenshot = os.environ.get("HF_MEDDIFF_REVIEW_SCREENSHOT")
         if screenshot:
             Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+            chrome.set_window_size(1400, 1200)
+            chrome.execute_script("window.scrollTo(0, 0)")
+            time.sleep(0.5)
             chrome.save_screenshot(screenshot)
         chrome.find_element(By.ID, "save-next").click()
         progress_says("Case 3 of 3")
