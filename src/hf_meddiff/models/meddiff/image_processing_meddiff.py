@@ -21,7 +21,9 @@ from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from .medical_image_meddiff import (  # noqa: F401  (the decoders, importable from here as before)
     MEDICAL_SUFFIXES,
     WINDOW_PRESETS,
+    ImageDecodeError,
     WindowSpec,
+    apply_voi_function,
     apply_window,
     array_to_pil,
     dicom_to_array,
