@@ -83,9 +83,17 @@ def test_grids_have_a_before_row_and_an_after_row(tmp_path):
 
     before, after = torch.zeros(4, 3, 8, 8), torch.ones(4, 3, 8, 8)
     paths = save_grids(before, after, ["melanoma, severe", "nevus"], 2, tmp_path)
-    grid = Image.open(paths[0])
-    assert grid.size == (16, 16)
-    assert grid.getpixel((0, 0)) == (0, 0, 0) and grid.getpixel((0, 15)) == (255, 255, 255)
+    grid = Image.open(paths[0]).convert("RGB")
+    width, height = grid.size
+    cell = 96  # 8 px images enlarged to at least 96 px
+    assert width > 2 * cell and height > 2 * cell  # room for the title and the row labels
+    assert grid.getpixel((width - 1, height - 1)) == (255, 255, 255)  # after RL: bottom row
+    assert grid.getpixel((width - 1, height - 1 - cell)) == (0, 0, 0)  # before RL: the row above
+    left = width - 2 * cell
+    labels = grid.crop((0, height - 2 * cell, left, height)).convert("L")
+    assert labels.getextrema()[0] < 128  # row labels are drawn left of the images
+    title = grid.crop((0, 0, width, height - 2 * cell)).convert("L")
+    assert title.getextrema()[0] < 128  # the prompt is written above
 
 
 @pytest.mark.slow

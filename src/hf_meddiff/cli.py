@@ -104,6 +104,28 @@ CONFIG_EPILOG = (
 )
 
 
+def check_inputs(
+    options: Any,
+    positive: Sequence[str] = (),
+    *,
+    output_dir: tuple[str, Any] | None = None,
+    paths: Sequence[tuple[str, Any, str]] = (),
+) -> None:
+    """Validate a command's options before any work starts: the `positive` fields of `options` (None allowed),
+    `output_dir` (`(option, path)`, created and test-written) and `paths` (`(option, value, what)`: local paths that
+    must exist; Hub ids pass). Each problem is a `CLIError` naming the option."""
+    from .trainer.common import UsageError, check_model_path, check_output_dir, check_positive
+
+    try:
+        check_positive(options, tuple(positive))
+        for option, value, what in paths:
+            check_model_path(value, option, what=what)
+        if output_dir is not None:
+            check_output_dir(output_dir[1], output_dir[0])
+    except UsageError as err:
+        raise CLIError(str(err)) from err
+
+
 def read_yaml_config(path: str) -> dict[str, Any]:
     """The mapping of a `--config` YAML file; a missing file, bad YAML or a non-mapping is a `CLIError`."""
     import yaml
@@ -175,6 +197,8 @@ def _run_demo(argv: Sequence[str]) -> int:
     from .demo import DemoOptions, run_demo
 
     (options,) = parse_options((DemoOptions,), argv, command="demo", description=DEMO_DESCRIPTION)
+    positive = ("num_cases", "max_steps", "tokenizer_steps", "eval_samples", "vqa_gen_length", "eval_steps")
+    check_inputs(options, positive, output_dir=("output_dir", options.output_dir))
     summary = run_demo(options)
     return 0 if summary.get("ok", True) else 1
 
@@ -241,6 +265,7 @@ def _run_data_make(args: argparse.Namespace) -> int:
 
     if args.num_cases <= 0:
         raise CLIError(f"--num-cases must be positive, got {args.num_cases}.")
+    check_inputs(args, ("image_size",), output_dir=("--output-dir", args.output_dir))
     ds = make_medphantom(args.num_cases, seed=args.seed, image_size=args.image_size)
     out = save_canonical(ds, args.output_dir, fmt=args.format)
     print(f"Saved {len(ds)} MedPhantom cases to {out}")
@@ -413,6 +438,16 @@ def _run_tokenizer(argv: Sequence[str]) -> int:
 
     if not args.output_dir:
         raise CLIError("--output-dir is required (on the command line or in --config).")
+    positive = (
+        "num_cases",
+        "image_size",
+        "codebook_size",
+        "max_steps",
+        "batch_size",
+        "learning_rate",
+        "text_vocab_size",
+    )
+    check_inputs(args, positive, output_dir=("output_dir", args.output_dir))
     ds = load_data_or_exit(args.data, num_cases=args.num_cases, seed=args.seed, split=args.split)
     report = fit_tokenizers(
         ds,
@@ -475,6 +510,15 @@ def _run_generate(args: argparse.Namespace) -> int:
         raise CLIError("--task vqa needs --question TEXT.")
     if task == "image" and not args.prompt:
         raise CLIError("--task image needs --prompt 'report text'.")
+    if args.image and not Path(args.image).exists():
+        raise CLIError(f"--image {args.image}: no such file.")
+    output_parent = str(Path(args.output or "generated.png").resolve().parent) if task == "image" else None
+    check_inputs(
+        args,
+        ("gen_length", "steps"),
+        output_dir=("--output", output_parent) if output_parent else None,
+        paths=[("--model", args.model, "a saved model folder (model + processor) or a Hub id")],
+    )
     from .evaluation import generate_one
 
     result = generate_one(
@@ -536,6 +580,11 @@ def _run_evaluate(argv: Sequence[str]) -> int:
         raise CLIError("--model is required (on the command line or in --config).")
     if config.max_samples is not None and config.max_samples <= 0:
         raise CLIError(f"--max-samples must be positive, got {config.max_samples}.")
+    check_inputs(
+        config,
+        ("num_cases", "batch_size", "gen_length", "steps", "image_steps", "grid_size"),
+        output_dir=("output_dir", config.resolved_output_dir()),
+    )
     ds = load_data_or_exit(config.data, num_cases=config.num_cases, seed=config.seed, split=config.split)
     selected = len(ds) if config.max_samples is None else min(len(ds), config.max_samples)
     more = (
@@ -552,7 +601,14 @@ def _run_evaluate(argv: Sequence[str]) -> int:
     config = dataclasses.replace(
         config, output_dir=config.resolved_output_dir(), dataset_name=config.dataset_name or config.data
     )
-    summary = evaluate_model(config.model, ds, config)
+    try:
+        summary = evaluate_model(config.model, ds, config)
+    except OSError as err:
+        from .trainer.common import looks_like_local_path
+
+        if looks_like_local_path(config.model) and not Path(config.model).expanduser().exists():
+            raise CLIError(f"--model {config.model}: no such model folder.") from err
+        raise
     print(Path(summary["files"]["markdown"]).read_text(encoding="utf-8"))
     return 0
 

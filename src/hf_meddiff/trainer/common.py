@@ -5,6 +5,8 @@
   files, split by the `split` column (the SFT and GRPO scripts read their data this way).
 - `tokenize_dataset_images`: every image of a canonical dataset encoded once by the processor's VQ tokenizer
   into an `image_ids` column (SFT examples and GRPO prompts are built from it).
+- `UsageError`, `parse_recipe`, `check_*`, `run_command`: a command's inputs (recipe file, values, paths) checked
+  before any long work, each problem one line and exit status 2.
 - `SaveOnSignalMixin`: for a transformers `Trainer` whose args have `save_on_signal`; on SIGTERM or Ctrl-C
   (SIGINT) the current optimizer step finishes, a checkpoint is saved and training stops (on every process at the same step);
   `stopped_by_signal` then holds the signal, and the scripts exit with `128 + signal`.
@@ -248,6 +250,127 @@ def tokenize_dataset_images(
     return dataset.map(encode, batched=True, batch_size=batch_size, with_indices=True, desc=desc, **kwargs)
 
 
+# ------------------------------------------------------------------------------------ command inputs
+class UsageError(ValueError):
+    """A problem with a command's inputs (config file, option value, path) found before any long work starts.
+    The commands print it as one line, `hf-meddiff <command>: error: <message>`, and exit with status 2."""
+
+
+class MissingInputError(UsageError, FileNotFoundError):
+    """A `UsageError` for a file or folder that does not exist (also a `FileNotFoundError`)."""
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def parse_recipe(parser: Any, argv: list[str]) -> tuple[Any, ...]:
+    """`parser.parse_args_and_config(argv)` (a TRL `TrlParser`) with every problem of the inputs as a `UsageError`:
+    a missing / unreadable / malformed `--config` file, unknown keys, and values the dataclasses refuse. (A flag with
+    a value of the wrong type is reported by argparse itself, with exit status 2.)"""
+    import yaml
+
+    argv = list(argv)
+    if "--config" in argv:
+        index = argv.index("--config")
+        if index + 1 >= len(argv):
+            raise UsageError("--config needs the path of a YAML recipe (e.g. trainers/….yaml).")
+        path = argv[index + 1]
+        if not os.path.isfile(path):
+            raise MissingInputError(
+                f"--config {path}: no such file; recipes live in trainers/ (e.g. trainers/*.yaml)."
+            )
+        try:
+            with open(path, encoding="utf-8") as handle:
+                values = yaml.safe_load(handle)
+        except (OSError, UnicodeDecodeError) as err:
+            raise UsageError(f"--config {path}: cannot be read ({_one_line(err)}).") from err
+        except yaml.YAMLError as err:
+            raise UsageError(f"--config {path}: not valid YAML ({_one_line(err)}).") from err
+        if values is not None and not isinstance(values, dict):
+            raise UsageError(f"--config {path}: the top level must be a mapping of option: value.")
+    try:
+        return tuple(parser.parse_args_and_config(argv))
+    except UsageError:
+        raise
+    except (ValueError, TypeError, KeyError, yaml.YAMLError) as err:
+        raise UsageError(_one_line(err)) from err
+
+
+def check_output_dir(path: str | os.PathLike | None, option: str = "output_dir") -> None:
+    """Create `path` if needed and make sure a file can be written there, else a `UsageError` naming it."""
+    if not path:
+        raise UsageError(f"{option} is required (a folder to write the results to).")
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-test-{os.getpid()}")
+        with open(probe, "w", encoding="utf-8") as handle:
+            handle.write("ok")
+        os.remove(probe)
+    except OSError as err:
+        raise UsageError(
+            f"{option} {str(path)!r} is not a writable folder ({err.strerror or _one_line(err)}); pick a folder "
+            "you can write to."
+        ) from err
+
+
+def looks_like_local_path(value: str) -> bool:
+    """Whether `value` names a local file or folder rather than a Hub id (`org/name`): it exists, starts with `/`,
+    `.` or `~`, has more than one `/`, or the Hub is off (`HF_HUB_OFFLINE`)."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    return (
+        os.path.exists(value)
+        or value.startswith(("/", ".", "~"))
+        or value.count("/") > 1
+        or os.sep != "/"
+        and os.sep in value
+        or offline
+    )
+
+
+def check_model_path(
+    value: str | None, option: str, *, required: bool = False, what: str = "a model folder"
+) -> None:
+    """A `UsageError` when `value` looks like a local path that does not exist (a Hub id is left to the Hub)."""
+    if not value:
+        if required:
+            raise UsageError(f"{option} is required: {what}.")
+        return
+    value = str(value)
+    if looks_like_local_path(value) and not os.path.exists(os.path.expanduser(value)):
+        raise MissingInputError(f"{option} {value!r}: no such file or folder ({what}).")
+
+
+def check_training_length(max_steps: int, num_train_epochs: float) -> None:
+    """`max_steps` 0 (or below -1), or no steps and a non-positive `num_train_epochs`, as a `UsageError`."""
+    if max_steps == 0 or max_steps < -1:
+        raise UsageError(
+            f"max_steps={max_steps}: use a positive number of optimizer steps, or -1 to train for num_train_epochs."
+        )
+    if max_steps == -1 and not num_train_epochs > 0:
+        raise UsageError(f"num_train_epochs={num_train_epochs} must be positive (or set max_steps).")
+
+
+def check_positive(owner: Any, names: tuple[str, ...], *, allow_none: bool = True) -> None:
+    """A `UsageError` for the first of the fields `names` of `owner` that is not a positive number."""
+    for name in names:
+        value = getattr(owner, name)
+        if value is None and allow_none:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise UsageError(f"{name}={value!r} must be positive.")
+
+
+def run_command(command: str, body: Any) -> int:
+    """Run `body()`; a `UsageError` becomes one line on stderr and exit status 2."""
+    try:
+        return body()
+    except UsageError as err:
+        print(f"hf-meddiff {command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+
+
 # -------------------------------------------------------------------------------------------- signals
 STOP_SIGNALS: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
 
@@ -338,6 +461,15 @@ __all__ = [
     "SaveOnSignalCallback",
     "STOP_SIGNALS",
     "SaveOnSignalMixin",
+    "MissingInputError",
+    "UsageError",
+    "check_model_path",
+    "check_output_dir",
+    "check_positive",
+    "check_training_length",
+    "looks_like_local_path",
+    "parse_recipe",
+    "run_command",
     "load_canonical_datasets",
     "open_image",
     "received_signals",

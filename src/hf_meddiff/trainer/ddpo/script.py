@@ -15,13 +15,15 @@ trained here on the data's images. The data (MedPhantom, or a canonical dataset 
 one, the attribute classifier, the prompts and the FID/KID reference set.
 
 Every output goes under `output_dir`: `base_pipeline/` (embedded), `attribute_classifier/`, `lora/`,
-`grids/<prompt>.png` (rows: before, after), `results.json`.
+`grids/<prompt>.png` (the prompt as title; rows labelled "before RL" and "after RL"), `results.json`. Each stage
+announces itself (`[k/7] ...`) and long ones show a progress bar; log lines are written above the bars.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -31,6 +33,15 @@ from typing import Any
 
 import torch
 
+from ..common import (
+    MissingInputError,
+    UsageError,
+    check_model_path,
+    check_output_dir,
+    check_positive,
+    parse_recipe,
+    run_command,
+)
 from .config import MedDDPOConfig
 
 logger = logging.getLogger("hf_meddiff.ddpo")
@@ -256,9 +267,17 @@ def build_pipeline(
     seed = args.pipeline_seed
     pipe = build_tiny_stable_diffusion(seed=seed, sample_size=images.shape[-1] // 2)
     t0 = time.perf_counter()
-    vae_losses = pretrain_tiny_vae(pipe.vae, images, num_steps=args.vae_steps, seed=seed)
+    vae_losses = pretrain_tiny_vae(
+        pipe.vae, images, num_steps=args.vae_steps, seed=seed, progress="Embedded pipeline: VAE"
+    )
     unet_losses = pretrain_tiny_unet(
-        pipe, images, captions, num_steps=args.unet_steps, learning_rate=args.unet_learning_rate, seed=seed
+        pipe,
+        images,
+        captions,
+        num_steps=args.unet_steps,
+        learning_rate=args.unet_learning_rate,
+        seed=seed,
+        progress="Embedded pipeline: UNet",
     )
     logger.info(
         "embedded pipeline: VAE loss %.4f -> %.4f, UNet loss %.4f -> %.4f (%.0f s)",
@@ -294,7 +313,11 @@ def build_rewards(args: DDPOScriptArguments, images, attributes, output_dir: Pat
                 classifier = build_attribute_classifier(names, image_size=images.shape[-1])
                 t0 = time.perf_counter()
                 losses = train_attribute_classifier(
-                    classifier, images, attributes, num_steps=args.classifier_train_steps
+                    classifier,
+                    images,
+                    attributes,
+                    num_steps=args.classifier_train_steps,
+                    progress="Attribute classifier",
                 )
                 logger.info(
                     "attribute classifier: loss %.3f -> %.3f (%.0f s)",
@@ -327,22 +350,50 @@ def build_rewards(args: DDPOScriptArguments, images, attributes, output_dir: Pat
 def save_grids(
     before: torch.Tensor, after: torch.Tensor, prompts: list[str], n: int, directory: Path
 ) -> list[str]:
-    """One PNG per prompt: top row the images before RL, bottom row after (same seeds)."""
-    from diffusers.utils import make_image_grid
-    from PIL import Image
-
+    """One PNG per prompt: the prompt as a title, then the images before RL (row "before RL") and after RL (row
+    "after RL"), same seeds per column; small images are enlarged (nearest neighbour) so the labels stay readable."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, prompt in enumerate(prompts):
-        rows = torch.cat([before[i * n : (i + 1) * n], after[i * n : (i + 1) * n]])
-        pil = [
-            Image.fromarray((x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()) for x in rows
-        ]
+        rows = [before[i * n : (i + 1) * n], after[i * n : (i + 1) * n]]
         name = re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")[:80] or f"prompt_{i}"
         path = directory / f"{i:02d}_{name}.png"
-        make_image_grid(pil, rows=2, cols=n).save(path)
+        labelled_grid(rows, ["before RL", "after RL"], prompt).save(path)
         paths.append(str(path))
     return paths
+
+
+def labelled_grid(rows: list[torch.Tensor], row_labels: list[str], title: str, min_side: int = 96):
+    """A PIL image: `title` on top, then one row per `[k, 3, H, W]` tensor in [0, 1], each named on its left."""
+    import math
+    import textwrap
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    side = int(rows[0].shape[-1])
+    scale = max(1, math.ceil(min_side / side))
+    cell = side * scale
+    columns = max(len(r) for r in rows)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = max(int(probe.textlength(label, font=font)) for label in row_labels) + 12
+    width = left + columns * cell
+    char_width = max(1, int(probe.textlength("M", font=font)))
+    lines = textwrap.wrap(title, max(8, width // char_width - 1)) or [""]
+    line_height = 14
+    top = 6 + line_height * len(lines)
+    canvas = Image.new("RGB", (width, top + len(rows) * cell), "white")
+    draw = ImageDraw.Draw(canvas)
+    for k, line in enumerate(lines):
+        draw.text((4, 3 + k * line_height), line, fill="black", font=font)
+    for r, (row, label) in enumerate(zip(rows, row_labels)):
+        y = top + r * cell
+        draw.text((4, y + cell // 2 - 6), label, fill="black", font=font)
+        for c, image in enumerate(row):
+            array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+            tile = Image.fromarray(array).resize((cell, cell), Image.NEAREST)
+            canvas.paste(tile, (left + c * cell, y))
+    return canvas
 
 
 def evaluate(
@@ -390,10 +441,27 @@ def run(args: DDPOScriptArguments, config: MedDDPOConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
+    total = 7
+    stage(
+        1,
+        total,
+        "Loading the data"
+        + ("" if args.dataset_path else f" ({args.medphantom_num_cases} MedPhantom cases)"),
+    )
     ds = load_records(args)
     resolution = args.medphantom_image_size if is_embedded(config) else args.resolution
     images, captions, attributes = prepare_pairs(ds, resolution)
+    if is_embedded(config):
+        stage(
+            2,
+            total,
+            f"Building the embedded Stable Diffusion and pretraining it on {len(images)} images "
+            f"(VAE {args.vae_steps} steps, UNet {args.unet_steps} steps)",
+        )
+    else:
+        stage(2, total, f"Loading the pipeline {config.pretrained_model}")
     pipe = build_pipeline(args, config, images, captions, output_dir)
+    stage(3, total, f"Building the rewards {args.rewards}")
     funcs, weights, classifier = build_rewards(args, images, attributes, output_dir)
 
     first_attrs = {c: a for c, a in zip(reversed(captions), reversed(attributes))}
@@ -411,28 +479,44 @@ def run(args: DDPOScriptArguments, config: MedDDPOConfig) -> dict[str, Any]:
     results: dict[str, Any] = {"config": config.to_dict(), "script": asdict(args), "prompts": unique}
 
     if config.sft_num_steps and not config.resume_from_checkpoint:
-        t0 = time.perf_counter()
-        losses = trainer.train_supervised(images, captions)
+        t0 = stage(4, total, f"Stage one: supervised LoRA fine-tuning, {config.sft_num_steps} steps")
+        losses = trainer.train_supervised(images, captions, progress=True)
         results["sft"] = {
             "loss_first": losses[0],
             "loss_last10": sum(losses[-10:]) / len(losses[-10:]),
             "time_s": time.perf_counter() - t0,
         }
+    else:
+        stage(4, total, "Stage one: skipped (sft_num_steps 0 or resuming)")
+    stage(5, total, f"Evaluating before RL: {n} images for each of {len(unique)} prompts")
     results["before"], before = evaluate(
         trainer, unique, n, seed, reward_of, reference, classifier, args.eval_clip_model
     )
-    t0 = time.perf_counter()
+    logger.info("before RL: %s", _short(results["before"]))
+    t0 = stage(6, total, f"DDPO: {config.num_epochs} epochs (Ctrl-C saves a checkpoint and stops)")
     history = trainer.train()
     results["ddpo_time_s"] = time.perf_counter() - t0
     results["history"] = history
+    if trainer.stopped_by_signal:
+        results["stopped_by_signal"] = trainer.stopped_by_signal
+        results["total_time_s"] = time.perf_counter() - t_start
+        (output_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
+        return results
+    stage(7, total, "Evaluating after RL, saving the grids, the LoRA weights and results.json")
     results["after"], after = evaluate(
         trainer, unique, n, seed, reward_of, reference, classifier, args.eval_clip_model
     )
+    logger.info("after RL: %s", _short(results["after"]))
     results["grids"] = save_grids(before, after, unique, n, output_dir / "grids")
     trainer.save_pretrained(output_dir / "lora")
     results["total_time_s"] = time.perf_counter() - t_start
     (output_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    logger.info("done in %.0f s: %s", results["total_time_s"], output_dir)
     return results
+
+
+def _short(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
 
 
 def make_parser():
@@ -447,37 +531,94 @@ def make_parser():
 
 
 def parse_args(argv: list[str]) -> tuple[DDPOScriptArguments, MedDDPOConfig]:
-    """`(script arguments, MedDDPOConfig)` from `--config recipe.yaml` and `--key value` flags."""
-    if "--config" in argv[:-1]:
-        path = Path(argv[argv.index("--config") + 1])
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"Recipe {path} not found; recipes live in trainers/ (e.g. trainers/ddpo_embedded.yaml)."
-            )
-    return tuple(make_parser().parse_args_and_config(argv))
+    """`(script arguments, MedDDPOConfig)` from `--config recipe.yaml` and `--key value` flags; a problem with the
+    recipe or a value is a `UsageError` (a `ValueError`) that names it."""
+    return parse_recipe(make_parser(), argv)
+
+
+def validate(args: DDPOScriptArguments, config: MedDDPOConfig) -> None:
+    """Check what can be checked before any work starts: epochs and steps, paths that must exist, and that
+    `output_dir` is writable. Raises `UsageError` naming the option."""
+    if config.num_epochs < 1:
+        raise UsageError(f"num_epochs={config.num_epochs}: `hf-meddiff ddpo` needs at least one DDPO epoch.")
+    check_positive(
+        args,
+        ("medphantom_num_cases", "medphantom_image_size", "resolution", "eval_num_images_per_prompt"),
+    )
+    if is_embedded(config):
+        check_positive(args, ("vae_steps", "unet_steps"))
+    if "attribute_classifier" in args.rewards and not args.classifier_path:
+        check_positive(args, ("classifier_train_steps",))
+    if not is_embedded(config):
+        check_model_path(config.pretrained_model, "pretrained_model", what="a Stable Diffusion pipeline")
+    check_model_path(args.classifier_path, "classifier_path", what="a saved attribute classifier")
+    check_model_path(args.dataset_path, "dataset_path", what="a canonical dataset")
+    if args.dataset_path and not os.path.exists(args.dataset_path):
+        raise MissingInputError(f"dataset_path {args.dataset_path!r}: no such file or folder.")
+    resume = config.resume_from_checkpoint
+    if resume and resume != "latest" and not os.path.isdir(resume):
+        raise MissingInputError(f"resume_from_checkpoint {resume!r}: no such checkpoint folder.")
+    check_output_dir(config.output_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `hf-meddiff ddpo`."""
-    args, config = parse_args(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    results = run(args, config)
-    hist = results["history"]
-    print(
-        json.dumps(
-            {
-                "reward_first_epoch": hist[0]["reward_mean"] if hist else None,
-                "reward_last_epoch": hist[-1]["reward_mean"] if hist else None,
-                "eval_before": results["before"],
-                "eval_after": results["after"],
-                "ddpo_time_s": round(results["ddpo_time_s"], 1),
-                "total_time_s": round(results["total_time_s"], 1),
-                "output_dir": results["config"]["output_dir"],
-            },
-            indent=2,
+    """Entry point of `hf-meddiff ddpo`: 0 when done, 2 for a problem with the inputs (one line on stderr), and
+    `128 + signal` when SIGTERM or Ctrl-C stopped training (after saving a checkpoint)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+
+    def body() -> int:
+        args, config = parse_args(argv)
+        validate(args, config)
+        setup_logging()
+        results = run(args, config)
+        if results.get("stopped_by_signal"):
+            return 128 + int(results["stopped_by_signal"])
+        hist = results["history"]
+        print(
+            json.dumps(
+                {
+                    "reward_first_epoch": hist[0]["reward_mean"] if hist else None,
+                    "reward_last_epoch": hist[-1]["reward_mean"] if hist else None,
+                    "eval_before": results["before"],
+                    "eval_after": results["after"],
+                    "ddpo_time_s": round(results["ddpo_time_s"], 1),
+                    "total_time_s": round(results["total_time_s"], 1),
+                    "output_dir": results["config"]["output_dir"],
+                },
+                indent=2,
+            )
         )
-    )
-    return 0
+        return 0
+
+    return run_command("ddpo", body)
+
+
+def setup_logging() -> None:
+    """INFO log lines of the DDPO script and trainer, written through tqdm so that they do not break a progress
+    bar."""
+    from tqdm.auto import tqdm
+
+    class TqdmHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                tqdm.write(self.format(record), file=sys.stderr)
+            except Exception:  # noqa: BLE001 - logging must never fail the run
+                self.handleError(record)
+
+    handler = TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    for name in ("hf_meddiff.ddpo", "hf_meddiff.trainer.ddpo"):
+        log = logging.getLogger(name)
+        if not any(isinstance(h, TqdmHandler) for h in log.handlers):
+            log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def stage(number: int, total: int, text: str) -> float:
+    """Announce stage `number` of `total` (one line, at once) and return its start time."""
+    logger.info("[%d/%d] %s", number, total, text)
+    return time.perf_counter()
 
 
 if __name__ == "__main__":  # pragma: no cover

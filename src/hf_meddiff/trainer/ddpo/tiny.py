@@ -380,6 +380,20 @@ def build_attribute_classifier(attributes: Sequence[str], image_size: int = 32, 
     return ResNetForImageClassification(config)
 
 
+def _steps(num_steps: int, progress: str | None):
+    """`range(num_steps)`, as a tqdm progress bar titled `progress` when given."""
+    if not progress:
+        return range(num_steps)
+    from tqdm.auto import tqdm
+
+    return tqdm(range(num_steps), desc=progress, unit="step", dynamic_ncols=True, mininterval=1.0)
+
+
+def _show_loss(steps, loss: float, step: int) -> None:
+    if step % 10 == 0 and hasattr(steps, "set_postfix"):
+        steps.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+
 def train_attribute_classifier(
     model,
     images: torch.Tensor,
@@ -389,10 +403,12 @@ def train_attribute_classifier(
     learning_rate: float = 3e-3,
     seed: int = 0,
     augment: bool = True,
+    progress: str | None = None,
 ) -> list[float]:
     """Train `model` (see `build_attribute_classifier`) on images `[N, 3, H, W]` in [0, 1] and label sets.
 
-    Returns the per-step losses. Inputs are normalised as `2 * x - 1`; light flips/noise augment.
+    Returns the per-step losses. Inputs are normalised as `2 * x - 1`; light flips/noise augment. `progress`: the
+    title of a progress bar (none when unset).
     """
     label2id = model.config.label2id
     targets = torch.zeros(len(attributes), len(label2id))
@@ -405,7 +421,8 @@ def train_attribute_classifier(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_steps)
     model.train()
     losses = []
-    for _ in range(num_steps):
+    steps = _steps(num_steps, progress)
+    for step in steps:
         idx = torch.randint(0, images.shape[0], (min(batch_size, images.shape[0]),), generator=generator)
         x = images[idx]
         if augment:
@@ -418,6 +435,7 @@ def train_attribute_classifier(
         optimizer.step()
         scheduler.step()
         losses.append(loss.item())
+        _show_loss(steps, losses[-1], step)
     model.eval()
     return losses
 
@@ -430,6 +448,7 @@ def pretrain_tiny_vae(
     learning_rate: float = 2e-3,
     kl_weight: float = 1e-6,
     seed: int = 0,
+    progress: str | None = None,
 ) -> list[float]:
     """Reconstruction training of a (tiny) `AutoencoderKL` on images `[N, 3, H, W]` in [0, 1]; returns losses.
 
@@ -439,7 +458,8 @@ def pretrain_tiny_vae(
     optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate)
     vae.train()
     losses = []
-    for _ in range(num_steps):
+    steps = _steps(num_steps, progress)
+    for step in steps:
         idx = torch.randint(0, images.shape[0], (min(batch_size, images.shape[0]),), generator=generator)
         x = 2 * images[idx] - 1
         posterior = vae.encode(x).latent_dist
@@ -449,6 +469,7 @@ def pretrain_tiny_vae(
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+        _show_loss(steps, losses[-1], step)
     vae.eval()
     with torch.no_grad():
         latents = vae.encode(2 * images[:256] - 1).latent_dist.mean
@@ -465,6 +486,7 @@ def pretrain_tiny_unet(
     learning_rate: float = 2e-3,
     caption_dropout: float = 0.1,
     seed: int = 0,
+    progress: str | None = None,
 ) -> list[float]:
     """Full text-to-image training of the pipeline's UNet (the tiny model starts from random weights).
 
@@ -487,7 +509,8 @@ def pretrain_tiny_unet(
         table = dict(zip(unique, encode_prompts(pipeline, unique)))
     unet.train()
     losses = []
-    for _ in range(num_steps):
+    steps = _steps(num_steps, progress)
+    for step in steps:
         idx = torch.randint(0, images.shape[0], (min(batch_size, images.shape[0]),), generator=generator)
         drop = torch.rand(len(idx), generator=generator) < caption_dropout
         embeds = torch.stack([table["" if d else captions[i]] for i, d in zip(idx.tolist(), drop.tolist())])
@@ -498,6 +521,7 @@ def pretrain_tiny_unet(
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
+        _show_loss(steps, losses[-1], step)
     unet.eval()
     unet.requires_grad_(False)
     return losses

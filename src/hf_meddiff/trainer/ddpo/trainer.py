@@ -607,10 +607,7 @@ class MedDDPOTrainer:
                     f"epoch {stats['epoch']}: reward {stats['reward_mean']:.4f} (±{stats['reward_std']:.4f}), "
                     f"kl {stats['approx_kl']:.2e}"
                 )
-                if bar.disable:
-                    logger.info(message)
-                else:
-                    bar.write(message)  # above the bar, which stays intact
+                logger.info(message)  # `hf-meddiff ddpo` writes log lines above the bar (tqdm.write)
                 if self._signal_received(received):
                     path = self.save_checkpoint()
                     logger.warning(
@@ -645,6 +642,7 @@ class MedDDPOTrainer:
         num_steps: int | None = None,
         batch_size: int | None = None,
         learning_rate: float | None = None,
+        progress: bool = False,
     ) -> list[float]:
         """Stage one: fine-tune the trainable UNet parameters (the LoRA adapters) on image-caption pairs.
 
@@ -653,6 +651,7 @@ class MedDDPOTrainer:
                 (`hf_meddiff.trainer.ddpo.tiny.images_to_tensor` converts PIL images).
             captions: N captions.
             num_steps / batch_size / learning_rate: default to the `sft_*` fields of the config.
+            progress: show a progress bar (main process).
 
         Returns:
             The per-step losses.
@@ -666,9 +665,19 @@ class MedDDPOTrainer:
             self.trainable_parameters, lr=learning_rate or config.sft_learning_rate, weight_decay=1e-4
         )
         optimizer = self.accelerator.prepare_optimizer(optimizer)
+        from tqdm.auto import tqdm
+
         losses = []
         self.unet.train()
-        for _ in range(num_steps):
+        bar = tqdm(
+            range(num_steps),
+            desc="Stage one (supervised LoRA)",
+            unit="step",
+            disable=not progress or not self.accelerator.is_main_process,
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
+        for step in bar:
             idx = torch.randint(len(images), (batch_size,), generator=self.generator)
             batch_captions = [
                 config.negative_prompt
@@ -688,6 +697,8 @@ class MedDDPOTrainer:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
         self.unet.eval()
         self.sft_losses.extend(losses)
         return losses

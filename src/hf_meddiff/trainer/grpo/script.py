@@ -24,6 +24,15 @@ from typing import Any
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
+from ..common import (
+    MissingInputError,
+    UsageError,
+    check_output_dir,
+    check_positive,
+    check_training_length,
+    parse_recipe,
+    run_command,
+)
 from .config import DiffusionGRPOConfig
 
 logger = logging.get_logger(__name__)
@@ -233,16 +242,47 @@ def save_policy(trainer: Any, processor: Any, script_args: GRPOScriptArguments, 
         processor.save_pretrained(output_dir)
 
 
+def validate(script_args: GRPOScriptArguments, training_args: DiffusionGRPOConfig, model_args: Any) -> None:
+    """What can be checked before any work starts (policy folder, steps, sizes, a writable output_dir):
+    `UsageError`s that name the option."""
+    path = script_args.policy_path or getattr(model_args, "model_name_or_path", None)
+    if not path:
+        raise UsageError(
+            "policy_path is required: a trained MedDiff folder (e.g. the output of `hf-meddiff sft`)."
+        )
+    if not os.path.isdir(path):
+        raise MissingInputError(
+            f"policy_path {path!r}: no such folder; train one with `hf-meddiff sft` first."
+        )
+    check_training_length(training_args.max_steps, training_args.num_train_epochs)
+    check_positive(training_args, ("per_device_train_batch_size", "num_generations"))
+    check_positive(
+        script_args,
+        ("max_train_samples", "medphantom_num_cases", "medphantom_image_size", "reward_generation_steps"),
+    )
+    if script_args.dataset_path and not os.path.exists(script_args.dataset_path):
+        raise MissingInputError(f"dataset_path {script_args.dataset_path!r}: no such file or folder.")
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() not in ("true", "false") and not os.path.isdir(resume):
+        raise MissingInputError(f"resume_from_checkpoint {resume!r}: no such checkpoint folder.")
+    check_output_dir(training_args.output_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the GRPO script; returns the exit status (`128 + signal` when a signal stopped training)."""
+    """Run the GRPO script; returns the exit status (2 for a problem with the inputs, printed as one line; `128 +
+    signal` when SIGTERM or Ctrl-C stopped training after saving a checkpoint)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_command("grpo", lambda: _main(argv))
+
+
+def _main(argv: list[str]) -> int:
     from transformers import set_seed
     from trl import get_peft_config
 
     from .trainer import DiffusionGRPOTrainer
 
-    script_args, training_args, model_args = make_parser().parse_args_and_config(
-        list(sys.argv[1:] if argv is None else argv)
-    )
+    script_args, training_args, model_args = parse_recipe(make_parser(), argv)
+    validate(script_args, training_args, model_args)
     set_seed(training_args.seed)
     model, processor = load_policy(script_args, model_args)
     train_rows = load_train_rows(script_args, processor)

@@ -25,7 +25,17 @@ from typing import Any
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
-from ..common import DatasetArguments, load_canonical_datasets
+from ..common import (
+    DatasetArguments,
+    MissingInputError,
+    check_model_path,
+    check_output_dir,
+    check_positive,
+    check_training_length,
+    load_canonical_datasets,
+    parse_recipe,
+    run_command,
+)
 from .config import MedDiffSFTConfig
 
 logger = logging.get_logger(__name__)
@@ -232,16 +242,48 @@ def make_parser():
     )
 
 
+def validate(script_args: MedDiffScriptArguments, training_args: MedDiffSFTConfig, model_args: Any) -> None:
+    """What can be checked before any work starts (steps, sizes, paths, a writable output_dir): `UsageError`s."""
+    check_training_length(training_args.max_steps, training_args.num_train_epochs)
+    check_positive(training_args, ("per_device_train_batch_size",))
+    check_positive(
+        script_args,
+        (
+            "text_vocab_size",
+            "image_tokenizer_steps",
+            "image_tokenizer_batch_size",
+            "medphantom_num_cases",
+            "medphantom_image_size",
+            "max_train_samples",
+        ),
+    )
+    check_model_path(getattr(model_args, "model_name_or_path", None), "model_name_or_path")
+    check_model_path(script_args.processor_path, "processor_path", what="a saved MedDiffProcessor")
+    check_model_path(script_args.text_tokenizer_path, "text_tokenizer_path", what="a text tokenizer")
+    check_model_path(script_args.image_tokenizer_path, "image_tokenizer_path", what="a MedDiffImageTokenizer")
+    if script_args.dataset_path and not os.path.exists(script_args.dataset_path):
+        raise MissingInputError(f"dataset_path {script_args.dataset_path!r}: no such file or folder.")
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() not in ("true", "false") and not os.path.isdir(resume):
+        raise MissingInputError(f"resume_from_checkpoint {resume!r}: no such checkpoint folder.")
+    check_output_dir(training_args.output_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the SFT script; returns the exit status (`128 + signal` when a signal stopped training)."""
+    """Run the SFT script; returns the exit status (2 for a problem with the inputs, printed as one line; `128 +
+    signal` when SIGTERM or Ctrl-C stopped training after saving a checkpoint)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_command("sft", lambda: _main(argv))
+
+
+def _main(argv: list[str]) -> int:
     from transformers import set_seed
     from trl import get_peft_config
 
     from .trainer import MedDiffSFTTrainer
 
-    script_args, training_args, model_args = make_parser().parse_args_and_config(
-        list(sys.argv[1:] if argv is None else argv)
-    )
+    script_args, training_args, model_args = parse_recipe(make_parser(), argv)
+    validate(script_args, training_args, model_args)
     set_seed(training_args.seed)
     train_dataset, eval_dataset = load_canonical_datasets(script_args)
     with training_args.main_process_first(desc="building the processor"):
