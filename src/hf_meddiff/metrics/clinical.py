@@ -326,10 +326,33 @@ class FindingLabeler:
             labels[self.no_finding] = None if abnormal else 1
         return labels
 
+    def is_informative(self, report: str) -> bool:
+        """Whether `report` says anything the labeller can read: a finding mentioned (positive, negative or
+        uncertain) or a statement of normality ("normal", "unremarkable", "no acute ...", "clear", ...). Junk text,
+        tokens and empty strings are not: they must not earn "no finding" credit in a generated report.
+
+        >>> labeler = FindingLabeler.chexpert()
+        >>> labeler.is_informative("No acute process."), labeler.is_informative("asdf <|mask|> !!")
+        (True, False)
+        """
+        if not isinstance(report, str) or not report.strip():
+            return False
+        if _NORMAL_STATEMENT.search(report.lower()):
+            return True
+        labels = self(report)
+        return any(labels[f.name] is not None for f in self.findings)
+
     def positives(self, report: str, uncertain_as_positive: bool = False) -> set[str]:
         """Names of the findings labelled positive (and uncertain, when asked) in `report`."""
         accepted = (1, -1) if uncertain_as_positive else (1,)
         return {name for name, label in self(report).items() if label in accepted}
+
+
+# Statements that a study is normal, which make a report without any finding mention informative.
+_NORMAL_STATEMENT = re.compile(
+    r"\b(?:normal|unremarkable|clear|negative|stable|unchanged|no acute|no (?:focal |significant |active )?"
+    r"(?:abnormalit\w*|disease|findings?|process|pathology)|within normal limits|abnormalit\w*)\b"
+)
 
 
 def _phrase_pattern(phrase: str) -> str:
@@ -363,6 +386,8 @@ def clinical_efficacy_scores(
     labelled positive (and uncertain, with `uncertain_as_positive=True`). Micro scores pool true/false positives and
     false negatives over all reports and findings; macro scores average the per-finding scores over findings that occur
     in the references or predictions; example-based scores average per-report set P/R/F1 (1.0 when both are empty).
+    A prediction that says nothing the labeller can read (`FindingLabeler.is_informative`: junk text, tokens, "")
+    has no positives, so it earns no "no finding" credit.
 
     Returns:
         `dict` with `precision`, `recall`, `f1` (micro), `macro_precision`, `macro_recall`, `macro_f1`,
@@ -392,7 +417,8 @@ def clinical_efficacy_scores(
     fn = dict.fromkeys(names, 0)
     example = []
     for prediction, reference in zip(predictions, references):
-        pred = labeler.positives(prediction, uncertain_as_positive)
+        informative = labeler.is_informative(prediction)
+        pred = labeler.positives(prediction, uncertain_as_positive) if informative else set()
         gold = labeler.positives(reference, uncertain_as_positive)
         for name in pred & gold:
             tp[name] += 1

@@ -8,6 +8,8 @@ TRL. Text rewards never raise on any completion string.
   `reconstruction_reward` (inpainting rows): pure functions.
 - `CycleConsistencyReward`, `InpaintingReward`: model-based callable classes (hold a MedDiff pipeline).
 - `CompositeReward`, `NamedReward`, `reward_funcs_and_weights`: combine and name rewards for logging.
+- `reward_skip_counts`: rows a reward could not score (malformed gold answers / boxes / reports) and returned as
+  `None`; each kind is logged once as a warning and, under TRL, as the metric `<reward>/skipped_<reason>`.
 - `CLIPScoreReward`, `OpenCLIPScoreReward`, `AttributeClassifierReward`, `RegionReward`, `DescriptionCycleReward`:
   image rewards for DDPO (`image_rewards.py`), loaded lazily.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._utils import reset_reward_skip_counts, reward_skip_counts
 from .accuracy_rewards import accuracy_reward
 from .composite import CompositeReward, NamedReward, reward_funcs_and_weights
 from .format_rewards import format_reward
@@ -52,7 +55,9 @@ __all__ = [
     "reconstruction_reward",
     "repetition_penalty_reward",
     "report_reward",
+    "reset_reward_skip_counts",
     "reward_funcs_and_weights",
+    "reward_skip_counts",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover

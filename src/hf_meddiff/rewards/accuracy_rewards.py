@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..answers import extract_answer, score_answer
-from ._utils import column, completion_text
+from ._utils import check_completions, column, completion_text, count_skips
 
 
 def accuracy_reward(
@@ -20,6 +20,8 @@ def accuracy_reward(
 ) -> list[float | None]:
     r"""
     Reward 1.0 when the completion answers the question correctly, else 0.0 (`None` when the example has no gold answer).
+    A gold answer that is not text (a number, a list) gives `None` too, counted in `reward_skip_counts()` and logged;
+    a completion that holds no text scores 0.0 and is counted as well.
 
     The answer is read from `<answer>…</answer>` when present, otherwise from the whole completion.
 
@@ -59,18 +61,26 @@ def accuracy_reward(
     [1.0, 0.0, 0.5]
     ```
     """
+    completions = check_completions(completions, "accuracy_reward")
     n = len(completions)
     answers = column({"answer": answer}, "answer", n, "accuracy_reward")
     option_lists = column({"options": options}, "options", n, "accuracy_reward", required=False) or [None] * n
     rewards: list[float | None] = []
     parsed: list[str] = []
-    for completion, gold, opts in zip(completions, answers, option_lists):
+    bad_gold: list[int] = []
+    not_text: list[int] = []
+    for row, (completion, gold, opts) in enumerate(zip(completions, answers, option_lists)):
         text = completion_text(completion)
         parsed.append(extract_answer(text) if text is not None else "[not text]")
-        if not isinstance(gold, str) or not gold.strip():
+        if gold is not None and not isinstance(gold, str):
+            bad_gold.append(row)
             rewards.append(None)
             continue
+        if gold is None or not gold.strip():
+            rewards.append(None)  # no gold answer: not applicable (TRL's convention)
+            continue
         if text is None:
+            not_text.append(row)
             rewards.append(0.0)
             continue
         opts = list(opts) if isinstance(opts, (list, tuple)) else None
@@ -79,6 +89,22 @@ def accuracy_reward(
                 text, gold, opts, graded=graded, partial_credit=partial_credit, open_metric=open_metric
             )
         )
+    count_skips(
+        "accuracy_reward",
+        "gold_not_text",
+        bad_gold,
+        "the gold `answer` is not text (e.g. "
+        + (repr(answers[bad_gold[0]])[:60] if bad_gold else "")
+        + "), scored None; store answers as strings",
+        kwargs,
+    )
+    count_skips(
+        "accuracy_reward",
+        "completion_not_text",
+        not_text,
+        "the completion holds no text (scored 0.0)",
+        kwargs,
+    )
     log_extra = kwargs.get("log_extra")
     if callable(log_extra):
         log_extra("answer_parsed", parsed)

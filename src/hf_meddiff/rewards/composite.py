@@ -7,6 +7,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ._utils import check_completions, count_skips
+
 RewardFunc = Callable[..., list]
 
 
@@ -102,11 +104,30 @@ def reward_funcs_and_weights(
     return [NamedReward(func, name) for name, func, _ in items], [weight for _, _, weight in items]
 
 
+def _as_number(value: Any, name: str, row: int) -> float:
+    """`value` as a float (bools and one-element tensors / arrays included), or a `TypeError` naming the part."""
+    if (
+        hasattr(value, "item")
+        and getattr(value, "size", 1) in (1, ())
+        or hasattr(value, "numel")
+        and value.numel() == 1
+    ):
+        value = value.item()
+    if isinstance(value, (int, float)):
+        return float(value)
+    raise TypeError(
+        f"Reward part {name!r} returned {value!r} (a {type(value).__name__}) for row {row}; a reward returns a number "
+        "or None per completion."
+    )
+
+
 class CompositeReward:
     """One reward that is the weighted sum of several, with each part logged under its own name.
 
     A component returning `None` for an example (not applicable) is left out of that example's sum; when every
-    component is `None` the composite is `None`. Non-finite component values count as 0.0. When called by TRL, each
+    component is `None` the composite is `None`. Non-finite component values (NaN, inf) count as 0.0 and are counted
+    in `reward_skip_counts()` and logged; a component that returns something that is not a number (a string, a
+    tensor with several values, an object) is an error naming the component, the row and the value. When called by TRL, each
     component's batch mean is logged through the trainer's `log_metric` as `<name>/<component>`.
 
     Args:
@@ -134,6 +155,7 @@ class CompositeReward:
         self.normalize = normalize
 
     def __call__(self, completions: list[Any], **kwargs) -> list[float | None]:
+        completions = check_completions(completions, self.__name__)
         n = len(completions)
         totals: list[float] = [0.0] * n
         weights: list[float] = [0.0] * n
@@ -144,14 +166,25 @@ class CompositeReward:
             if len(values) != n:
                 raise ValueError(f"Reward {name!r} returned {len(values)} values for {n} completions.")
             applicable = []
+            non_finite = []
             for i, value in enumerate(values):
                 if value is None:
                     continue
-                value = float(value) if math.isfinite(float(value)) else 0.0
+                value = _as_number(value, name, i)
+                if not math.isfinite(value):
+                    non_finite.append(i)
+                    value = 0.0
                 applicable.append(value)
                 totals[i] += weight * value
                 weights[i] += abs(weight)
                 seen[i] = True
+            count_skips(
+                f"{self.__name__}/{name}",
+                "non_finite",
+                non_finite,
+                "the part returned NaN or inf (scored 0.0)",
+                kwargs,
+            )
             if callable(log_metric) and applicable:
                 log_metric(f"{self.__name__}/{name}", sum(applicable) / len(applicable))
         out: list[float | None] = []

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from ..constants import ANSWER_CLOSE, ANSWER_OPEN, REASONING_STYLES, THINK_CLOSE, THINK_OPEN
-from ._utils import completion_text
+from ._utils import check_completions, completion_text
 
 _TAG = "|".join(re.escape(t) for t in (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE))
 _BODY = r"((?:(?!" + _TAG + r").)*)"  # no tag inside; checked non-blank below
@@ -52,6 +52,7 @@ def format_reward(completions: list[Any], style: str = "think_before", **kwargs)
     if style not in _PATTERNS:
         raise ValueError(f"Unknown reasoning style {style!r}; use one of {REASONING_STYLES}.")
     pattern = _PATTERNS[style]
+    completions = check_completions(completions, "format_reward")
     rewards = []
     for completion in completions:
         text = completion_text(completion)

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..formatting import parse_boxes
 from ..metrics.grounding import as_boxes, is_valid_box, match_boxes
-from ._utils import column, completion_text
+from ._utils import check_completions, column, completion_text, count_skips
 
 GROUNDING_MODES = ("continuous", "threshold")
 
@@ -30,6 +30,8 @@ def grounding_reward(
 
     Malformed predicted boxes (zero/negative size) count as predictions that match nothing. Examples without
     annotated boxes return `None` (not applicable), unless `score_empty=True`: then no box earns 1.0 and any box 0.0.
+    Malformed annotated boxes (not a list of `{label, bbox}` / `[x0, y0, x1, y1]`, wrong length, non-numbers, zero or
+    negative size) return `None` for their example, counted in `reward_skip_counts()` and logged with the row.
 
     Args:
         completions (`list`): completions as strings or lists of message dicts.
@@ -53,14 +55,22 @@ def grounding_reward(
     """
     if mode not in GROUNDING_MODES:
         raise ValueError(f"Unknown grounding mode {mode!r}; use one of {GROUNDING_MODES}.")
+    completions = check_completions(completions, "grounding_reward")
     n = len(completions)
     gold_column = column({"boxes": boxes}, "boxes", n, "grounding_reward")
     rewards: list[float | None] = []
-    for completion, gold in zip(completions, gold_column):
+    malformed: list[int] = []
+    example = ""
+    for row, (completion, gold) in enumerate(zip(completions, gold_column)):
         try:
-            gold_boxes = [b for b in as_boxes(gold) if is_valid_box(b)]
-        except (TypeError, AttributeError):
-            gold_boxes = []
+            gold_boxes = as_boxes(gold)
+            if isinstance(gold, str) or not all(is_valid_box(b) for b in gold_boxes):
+                raise ValueError(gold)
+        except (TypeError, AttributeError, ValueError):
+            malformed.append(row)
+            example = example or repr(gold)[:80]
+            rewards.append(None)
+            continue
         text = completion_text(completion)
         predicted = [list(b) for b in parse_boxes(text)] if text is not None else []
         if not gold_boxes:
@@ -76,4 +86,11 @@ def grounding_reward(
             hits = sum(iou >= iou_threshold for _, _, iou in matches)
             value = 2 * hits / (len(predicted) + len(gold_boxes))
         rewards.append(float(value))
+    count_skips(
+        "grounding_reward",
+        "gold_boxes_malformed",
+        malformed,
+        f"the annotated `boxes` are malformed (e.g. {example}), scored None; each needs a bbox [x0, y0, x1, y1] with x1 > x0, y1 > y0",
+        kwargs,
+    )
     return rewards

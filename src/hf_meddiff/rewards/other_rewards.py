@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._utils import completion_text
+from ._utils import check_completions, completion_text
 
 
 def repetition_penalty_reward(
@@ -36,6 +36,7 @@ def repetition_penalty_reward(
         raise ValueError(f"max_penalty must be <= 0 (a penalty), got {max_penalty}.")
     if not isinstance(ngram_size, int) or ngram_size < 1:
         raise ValueError(f"ngram_size must be a positive integer, got {ngram_size!r}.")
+    completions = check_completions(completions, "repetition_penalty_reward")
     rewards = []
     for completion in completions:
         text = completion_text(completion)

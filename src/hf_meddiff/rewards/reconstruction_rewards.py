@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ._utils import check_completions, count_skips
+
 
 def reconstruction_reward(
     completions: list[Any],
@@ -43,9 +45,28 @@ def reconstruction_reward(
     [1.0, 0.0]
     ```
     """
+    completions = check_completions(completions, "reconstruction_reward")
     n = len(completions)
-    if completion_ids is None or target_ids is None or keep_mask is None:
+    if target_ids is None or keep_mask is None:
+        return [None] * n  # no inpainting rows in this batch: not applicable
+    if completion_ids is None:
+        count_skips(
+            "reconstruction_reward",
+            "no_completion_ids",
+            list(range(n)),
+            "no `completion_ids` were passed (the reward reads the generated token ids), scored None",
+            kwargs,
+        )
         return [None] * n
+    for name, values in (
+        ("completion_ids", completion_ids),
+        ("target_ids", target_ids),
+        ("keep_mask", keep_mask),
+    ):
+        if len(values) != n:
+            raise ValueError(
+                f"reconstruction_reward: `{name}` has {len(values)} entries for {n} completions."
+            )
     rewards: list[float | None] = []
     for ids, target, keep in zip(completion_ids, target_ids, keep_mask):
         target, keep = list(target or []), list(keep or [])

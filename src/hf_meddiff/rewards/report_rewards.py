@@ -8,13 +8,15 @@ from typing import Any
 from ..answers import extract_answer
 from ..metrics.clinical import FindingLabeler
 from ..metrics.report_generation import bleu_scores, normalize_report, rouge_l_score
-from ._utils import column, completion_text
+from ._utils import check_completions, column, completion_text, count_skips
 
 REPORT_METRICS = ("bleu", "rouge_l", "clinical_f1")
 _DEFAULT_LABELER: FindingLabeler | None = None
 
 
 def _clinical_f1(prediction: str, reference: str, labeler: FindingLabeler) -> float:
+    if not labeler.is_informative(prediction):
+        return 0.0  # junk says nothing about findings: no credit, not even for "no finding"
     pred, gold = labeler.positives(prediction), labeler.positives(reference)
     if not pred and not gold:
         return 1.0
@@ -39,7 +41,8 @@ def report_reward(
     - `"bleu"`: sentence BLEU-`bleu_order` with coco's smoothing (the per-sentence value of coco's `Bleu`);
     - `"rouge_l"`: ROUGE-L F-measure (beta 1.2);
     - `"clinical_f1"`: F1 of the positive findings found by the negation-aware labeller (CheXpert's 14 observations,
-      or your `labeler`, e.g. `FindingLabeler.from_names(medphantom_findings)`); 1.0 when both have none.
+      or your `labeler`, e.g. `FindingLabeler.from_names(medphantom_findings)`); 1.0 when both have none. A report
+      that mentions no finding and states nothing normal (junk text) scores 0.0.
 
     Pass a dict such as `{"rouge_l": 0.5, "clinical_f1": 0.5}` for a weighted mean. Examples without a reference
     report return `None`.
@@ -61,6 +64,8 @@ def report_reward(
     [1.0]
     >>> report_reward(["Pleural effusion."], report=reference, metric="clinical_f1")
     [0.0]
+    >>> report_reward(["asdf qwer"], report=["No acute cardiopulmonary process."], metric="clinical_f1")
+    [0.0]
     ```
     """
     weights = {metric: 1.0} if isinstance(metric, str) else dict(metric)
@@ -75,11 +80,17 @@ def report_reward(
     if labeler is None and "clinical_f1" in weights:
         _DEFAULT_LABELER = _DEFAULT_LABELER or FindingLabeler.chexpert()
         labeler = _DEFAULT_LABELER
+    completions = check_completions(completions, "report_reward")
     references = column({"report": report}, "report", len(completions), "report_reward")
     rewards: list[float | None] = []
-    for completion, reference in zip(completions, references):
-        if not isinstance(reference, str) or not reference.strip():
+    bad_gold: list[int] = []
+    for row, (completion, reference) in enumerate(zip(completions, references)):
+        if reference is not None and not isinstance(reference, str):
+            bad_gold.append(row)
             rewards.append(None)
+            continue
+        if reference is None or not reference.strip():
+            rewards.append(None)  # no reference report: not applicable (TRL's convention)
             continue
         text = completion_text(completion)
         generated = extract_answer(text) if text is not None else ""
@@ -97,4 +108,11 @@ def report_reward(
                 value = _clinical_f1(generated, reference, labeler)
             total += weight * value
         rewards.append(float(total / sum(weights.values())))
+    count_skips(
+        "report_reward",
+        "gold_not_text",
+        bad_gold,
+        f"the reference `report` is not text (e.g. {repr(references[bad_gold[0]])[:60] if bad_gold else ''}), scored None",
+        kwargs,
+    )
     return rewards
