@@ -256,7 +256,24 @@ def _add_data(sub) -> None:
     )
     convert.add_argument("--output-dir", required=True)
     convert.add_argument("--format", choices=("parquet", "disk"), default="parquet")
-    convert.add_argument("--check-phi", action="store_true", help="scan text columns for PHI before saving")
+    convert.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="a bad record or image: stop with an error naming it, or skip it and count it",
+    )
+    convert.add_argument(
+        "--check-phi",
+        action="store_true",
+        default=True,
+        help="refuse data that looks like it carries PHI (default)",
+    )
+    convert.add_argument(
+        "--no-check-phi",
+        dest="check_phi",
+        action="store_false",
+        help="DANGER: save without the PHI check (only for data you have de-identified and verified yourself)",
+    )
     convert.set_defaults(func=_run_data_convert)
 
 
@@ -296,6 +313,8 @@ def _run_data_inspect(args: argparse.Namespace) -> int:
 
 
 def _run_data_convert(args: argparse.Namespace) -> int:
+    import tempfile
+
     from .evaluation import save_canonical
 
     loader = require(
@@ -303,22 +322,45 @@ def _run_data_convert(args: argparse.Namespace) -> int:
     )
     if not Path(args.input).exists():
         raise CLIError(f"--input {args.input}: no such file or folder.")
-    ds = loader(args.input)
+    data_error = require("hf_meddiff.data", "DataFormatError", what="`hf-meddiff data convert`")
+    try:
+        ds, report = loader(args.input, on_error=args.on_error, return_report=True)
+    except (data_error, FileNotFoundError) as err:
+        raise CLIError(f"{args.source} from {args.input}: {err}") from err
     if hasattr(ds, "keys") and not hasattr(
         ds, "column_names"
     ):  # a DatasetDict: one table with a split column
         from .evaluation import _as_single_dataset
 
         ds = _as_single_dataset(ds)
-    if args.check_phi:
-        check_no_phi = require("hf_meddiff.data", "check_no_phi", what="--check-phi")
-        try:
-            check_no_phi(ds)
-        except ValueError as err:
-            raise CLIError(
-                f"{args.input}: refusing to save, the data looks like it carries PHI: {err}"
-            ) from err
-    out = save_canonical(ds, args.output_dir, fmt=args.format)
+    if report.num_skipped:
+        print(f"Skipped and counted: {report}", file=sys.stderr)
+    if len(ds) == 0:
+        raise CLIError(f"{args.source} from {args.input}: no usable records ({report}).")
+    out_dir = Path(args.output_dir).absolute()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)  # the output folder itself only once the data passed
+    embed_image_bytes = require(
+        "hf_meddiff.data.medical_io", "embed_image_bytes", what="`hf-meddiff data convert`"
+    )
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.convert-") as scratch:
+        # The saved dataset holds the image bytes, never a path to the source files.
+        ds = embed_image_bytes(ds, cache_file_name=str(Path(scratch) / "embedded.arrow"))
+        if args.check_phi:
+            check_no_phi = require("hf_meddiff.data", "check_no_phi", what="the PHI check")
+            try:
+                check_no_phi(ds)
+            except ValueError as err:
+                raise CLIError(
+                    f"{args.input}: refusing to save, the data looks like it carries PHI: {err}\nIf you have "
+                    "de-identified and verified it yourself, --no-check-phi skips this check."
+                ) from err
+        else:
+            print(
+                "WARNING: --no-check-phi: the PHI check is OFF. The saved dataset may carry protected health "
+                "information; do not share it before you have verified it is de-identified.",
+                file=sys.stderr,
+            )
+        out = save_canonical(ds, out_dir, fmt=args.format)
     print(f"Converted {len(ds)} records of {args.source} to {out}")
     return 0
 

@@ -55,6 +55,7 @@ __all__ = [
     "check_no_phi",
     "dicom_modality",
     "dicom_to_array",
+    "embed_image_bytes",
     "load_medical_folder",
     "load_medical_image",
     "nifti_to_array",
@@ -171,8 +172,24 @@ _DICOM_TO_MODALITY = {
     "XC": "dermoscopy",  # external-camera photography, used for dermoscopy in DICOM
 }
 
-# Value patterns of DICOM PHI: a PN value ("DOE^JOHN"), a header dump line ("Patient's Name: ..."),
-# a PHI tag in (gggg,eeee) notation, a DA date (YYYYMMDD), a DICOM UID.
+# Value patterns of protected health information, in DICOM dumps and in free text. Each is a Python regex; all but
+# those in `_PHI_PREFILTERS` are also valid RE2 (pyarrow scans whole columns with RE2, Python confirms each hit).
+_MONTH = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+_DATE = (
+    r"(?:\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}|\d{4}[/.\-]\d{1,2}[/.\-]\d{1,2}|\d{8}|\d{1,2}(?:st|nd|rd|th)?\s+"
+    + _MONTH
+    + r"\.?,?\s+\d{2,4}|"
+    + _MONTH
+    + r"\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{2,4})"
+)
+_NAME_WORDS = r"(?:[A-Z][a-z'\-]+,?\s+(?:[A-Z]\.?\s+)?[A-Z][a-z'\-]+|[A-Z]{2,},\s*[A-Z]{2,})"
+_NOT_A_NAME = (
+    r"(?!(?i:history|positioning|position|positioned|information|info|status|care|name|age|sex|gender|id|"
+    r"identifier|number|record|safety|preparation|prep|consent|data|instructions|complaint|comments|notes|weight|"
+    r"height|class|type|category|education|motion|rotation|orientation|condition|summary|report|room|location|"
+    r"supine|prone|upright|was|is|has|had|with|in|on|the|presents|reports|denies|complains|underwent|received|"
+    r"returns|came|comes|referred|transferred|admitted|seen|left|right|male|female|study|exam|examination)\b)"
+)
 _PHI_VALUE_PATTERNS = {
     "dicom_person_name": r"\b[A-Za-z][\w'\-]*\^[\w'\-]+",
     "dicom_header_field": (
@@ -183,6 +200,46 @@ _PHI_VALUE_PATTERNS = {
     "dicom_phi_tag": r"\((0010|0008),\s*(0010|0020|0030|0040|1000|1040|0050|0080|0081|0090|0020|0030|1010|1070)\)",
     "dicom_date": r"\b(19|20)\d\d(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])\b",
     "dicom_uid": r"\b1\.2\.\d+(\.\d+){4,}\b",
+    # free text
+    "name_after_label": (
+        r"(?i:\b(?:patient'?s?|pt\.?|full|first|last|given|family|maiden|sur)\s*name|(?:^|[\n;|.,(])\s*name)"
+        r"\s*[:=]\s*\S"
+    ),
+    "patient_name": (
+        r"\b(?:[Pp]atient|PATIENT|[Pp]t\.)\s*:?\s+(?:(?:Mr|Mrs|Ms|Miss|Dr)\.?\s+)?"
+        + _NOT_A_NAME
+        + _NAME_WORDS
+    ),
+    "title_and_name": r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr)\.?\s+[A-Z][a-z'\-]+",
+    "record_number": (
+        r"(?i:\b(?:mrn|m\.r\.n\.?|medical\s+record(?:\s+(?:number|no\.?|#))?|patient\s*(?:id|identifier|number|"
+        r"no\.?|#)|hospital\s*(?:number|no\.?|id|#)|chart\s*(?:number|no\.?|#)|accession(?:\s*(?:number|no\.?|#))?|"
+        r"acc\.?\s*#|ssn|social\s+security(?:\s+(?:number|no\.?))?|id|identifier|record\s*(?:number|no\.?|#)|"
+        r"case\s*(?:number|no\.?|#))\s*[:#=]?\s*[a-z]{0,3}[\-\s]?\d{3,})"
+    ),
+    "ssn": r"\b\d{3}-\d{2}-\d{4}\b",
+    "phone_number": r"\b\d{3}[\-.\s]\d{3}[\-.]\d{4}\b|\(\d{3}\)\s*\d{3}[\-.]\d{4}\b",
+    "email_address": r"\b[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+",
+    "date_of_birth": (
+        r"(?i:\b(?:dob|d\.o\.b\.?|date\s+of\s+birth|birth\s*date|birthdate|born(?:\s+on)?)\s*[:=]?\s*"
+        + _DATE
+        + r")"
+    ),
+    "full_date": (
+        r"\b(?:\d{1,2}[/.\-]\d{1,2}[/.\-](?:19|20)\d{2}|(?:19|20)\d{2}[/.\-](?:0?[1-9]|1[0-2])[/.\-]"
+        r"(?:0?[1-9]|[12]\d|3[01]))\b|(?i:\b\d{1,2}(?:st|nd|rd|th)?\s+"
+        + _MONTH
+        + r"\.?,?\s+(?:19|20)\d{2}\b|\b"
+        + _MONTH
+        + r"\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+(?:19|20)\d{2}\b)"
+    ),
+    "age_over_89": r"(?i:\b(?:9\d|1[0-4]\d)[\-\s]?(?:years?|yrs?|y)[\-\s]?old\b)",
+}
+# RE2 (pyarrow) has no look-ahead: a looser RE2 pattern finds candidates, the Python pattern above decides.
+_PHI_PREFILTERS = {
+    "patient_name": (
+        r"\b(?:[Pp]atient|PATIENT|[Pp]t\.)\s*:?\s+(?:(?:Mr|Mrs|Ms|Miss|Dr)\.?\s+)?" + _NAME_WORDS
+    ),
 }
 
 
@@ -225,10 +282,17 @@ def check_no_phi(
 
     Checks (1) column names against the DICOM identifying keywords (`PHI_DICOM_KEYWORDS`, any spelling:
     "PatientName", "patient_name", "Patient's Name") and common aliases (mrn, dob, address, ...), and (2)
-    every string value, nested ones and image file paths included, against DICOM PHI patterns: person
-    names in DICOM PN form ("DOE^JOHN"), header dump lines ("Patient's Name: ..."), PHI tags such as
-    "(0010,0010)", DICOM dates "YYYYMMDD" and DICOM UIDs. Raises `PHIError` listing column, row and
-    reason (values are masked in the message). Returns None when the dataset is clean.
+    every string value, nested ones and image file paths included, against PHI patterns: DICOM forms (person
+    names "DOE^JOHN", header dump lines "Patient's Name: ...", tags such as "(0010,0010)", dates "YYYYMMDD",
+    UIDs) and the common free-text forms: names after "Patient" / "Pt." / "Name:" / a title ("Patient John
+    Smith", "Name: Jane Doe", "Mrs. Smith"), record and ID numbers ("MRN4711", "MRN: 1234567", "Patient ID
+    12345", "Accession # 998877", social security numbers), dates of birth ("DOB 01/02/1970", "born
+    1970-01-02", "date of birth: 2 Jan 1970") and other full dates ("03/12/2019", "March 12, 2019"), phone
+    numbers, e-mail addresses and ages over 89. Raises `PHIError` listing column, row and reason (values are
+    masked in the message). Returns None when the dataset is clean.
+
+    A pattern check is a safety net, not a de-identification: it misses names written without a cue ("seen
+    with John") and may flag look-alikes; de-identify the source first.
 
     Args:
         dataset: the dataset to check.
@@ -252,6 +316,7 @@ def check_no_phi(
         if _norm_name(name) in _PHI_COLUMN_NAMES:
             problems.append(f"column {name!r}: its name is an identifying DICOM attribute / PHI field")
     pats = {k: re.compile(v) for k, v in (patterns or _PHI_VALUE_PATTERNS).items()}
+    prefilters = {} if patterns is not None else _PHI_PREFILTERS
     table = dataset.data.table if hasattr(dataset.data, "table") else dataset.data
     if dataset._indices is not None:  # a selected / shuffled view: check the rows it exposes
         table = dataset.with_format(None).flatten_indices().data.table
@@ -263,16 +328,18 @@ def check_no_phi(
             if len(leaf) == 0:
                 continue
             for reason, pat in pats.items():
-                hits = pc.match_substring_regex(leaf, pat.pattern).fill_null(False)
+                hits = pc.match_substring_regex(leaf, prefilters.get(reason, pat.pattern)).fill_null(False)
                 if not pc.any(hits).as_py():
                     continue
-                index = pc.indices_nonzero(hits)[0].as_py()
-                value = leaf[index].as_py()
-                match = pat.search(value)
-                masked = match.group(0)[:2] + "***" if match else "***"
+                candidates = pc.indices_nonzero(hits).to_pylist()
+                confirmed = [(i, m) for i in candidates if (m := pat.search(leaf[i].as_py())) is not None]
+                if not confirmed:
+                    continue
+                index, match = confirmed[0]
+                masked = match.group(0)[:2] + "***"
                 problems.append(
                     f"column {where!r}, row {row_ids[index].as_py()}: value looks like {reason} ({masked!r}); "
-                    f"{pc.sum(hits).as_py()} value(s) in this column"
+                    f"{len(confirmed)} value(s) in this column"
                 )
     if problems:
         raise PHIError(
@@ -306,6 +373,61 @@ def open_image(value: Any) -> PIL.Image.Image | str | os.PathLike:
             raise ValueError("the image has neither bytes nor a path")
         return ImageFeature().decode_example({"bytes": data, "path": path})
     raise TypeError(f"unsupported image value of type {type(value).__name__}")
+
+
+def embed_image_bytes(
+    dataset: Dataset, *, column: str = "image", cache_file_name: str | None = None, batch_size: int = 64
+) -> Dataset:
+    """The dataset with every `datasets.Image` value of `column` carrying its file's bytes and no path.
+
+    Loaders of local releases keep images as references to the files; a dataset that is saved or shared must
+    not: a path breaks when the source moves and can leak identifiers (MIMIC-CXR paths hold subject and study
+    ids). `hf-meddiff data convert` calls this before writing. Rows with bytes already keep them (their path is
+    dropped). `cache_file_name` writes the result to an Arrow file instead of memory (large releases).
+
+    >>> import io, os, tempfile, PIL.Image
+    >>> from datasets import Dataset, Image
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.png")
+    >>> PIL.Image.new("L", (4, 3)).save(path)
+    >>> ds = Dataset.from_dict({"image": [path]}).cast_column("image", Image())
+    >>> embedded = embed_image_bytes(ds).cast_column("image", Image(decode=False))
+    >>> embedded[0]["image"]["path"] is None, embedded[0]["image"]["bytes"][:4] == b"\\x89PNG"
+    (True, True)
+    """
+    if column not in dataset.column_names:
+        return dataset
+    feature = dataset.features[column]
+    if not isinstance(feature, ImageFeature):
+        raise TypeError(
+            f"embed_image_bytes: column {column!r} is {type(feature).__name__}, not datasets.Image."
+        )
+
+    def embed(batch: dict[str, list]) -> dict[str, list]:
+        values = []
+        for value in batch[column]:
+            if value is None:
+                values.append(None)
+                continue
+            data, path = value.get("bytes"), value.get("path")
+            if data is None:
+                if not path:
+                    raise ValueError(
+                        f"embed_image_bytes: an image value has neither bytes nor a path: {value!r}"
+                    )
+                with open(path, "rb") as f:
+                    data = f.read()
+            values.append({"bytes": data, "path": None})
+        return {column: values}
+
+    plain = dataset.cast_column(column, ImageFeature(decode=False))
+    embedded = plain.map(
+        embed,
+        batched=True,
+        batch_size=batch_size,
+        cache_file_name=cache_file_name,
+        desc="Embedding image bytes",
+    )
+    return embedded.cast_column(column, ImageFeature(decode=feature.decode))
 
 
 def safe_dicom_metadata(ds: Any) -> dict[str, Any]:

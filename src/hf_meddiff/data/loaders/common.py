@@ -89,6 +89,9 @@ class Collector:
         self.on_error = on_error
         self.report = LoadReport(source)
         self.rows: list[dict] = []
+        self.images: dict[
+            str, dict | str
+        ] = {}  # path -> image value, or the decode error (rows share images)
 
     def fail(self, reason: str, file: str, row: Any, field_name: str | None, message: str) -> None:
         where = (
@@ -145,17 +148,33 @@ def clean_text(value: Any) -> str:
 
 
 def image_value(c: Collector, path: str, file: str, row: Any, field_name: str) -> dict:
-    """A `datasets.Image` value for a local file; DICOM/NIfTI are decoded (no header is kept)."""
+    """A `datasets.Image` value for a local file, checked here: the image is decoded at load time (PNG / JPEG /
+    ... by PIL, DICOM / NIfTI by the medical decoders), so a missing, truncated, fake or oversized image is named
+    with its file and row (or skipped and counted as `missing_image` / `unreadable_image`), never found later in
+    training. DICOM / NIfTI become PNG bytes (no header is kept); other files stay references to the local file
+    until the dataset is saved (`embed_image_bytes`, which `hf-meddiff data convert` calls)."""
+    from ...models.meddiff.medical_image_meddiff import load_medical_image, verify_image
+
     if not os.path.isfile(path):
         c.fail("missing_image", file, row, field_name, f"image file not found: {path}")
         raise Skip
-    if path.lower().endswith(MEDICAL_SUFFIXES):
-        from ...models.meddiff.medical_image_meddiff import load_medical_image
-
-        buf = io.BytesIO()
-        load_medical_image(path).save(buf, format="PNG")
-        return {"bytes": buf.getvalue(), "path": None}
-    return {"bytes": None, "path": os.path.abspath(path)}
+    known = c.images.get(path)
+    if known is None:
+        try:
+            if path.lower().endswith(MEDICAL_SUFFIXES):
+                buf = io.BytesIO()
+                load_medical_image(path).save(buf, format="PNG")
+                known = {"bytes": buf.getvalue(), "path": None}
+            else:
+                verify_image(path)
+                known = {"bytes": None, "path": os.path.abspath(path)}
+        except (ValueError, RuntimeError, OSError, IndexError, TypeError) as err:
+            known = f"cannot decode the image: {err}"
+        c.images[path] = known
+    if isinstance(known, str):
+        c.fail("unreadable_image", file, row, field_name, known)
+        raise Skip
+    return dict(known)
 
 
 def hub_image_value(image: Any) -> dict:
@@ -294,22 +313,40 @@ def read_csv(c: Collector, path: str, required_columns: Iterable[str] = ()) -> l
 def hub_rows(hub_id: str, split: str | None) -> Iterator[tuple[str, dict]]:
     from datasets import load_dataset
 
-    loaded = load_dataset(hub_id) if split is None else {split: load_dataset(hub_id, split=split)}
+    try:
+        loaded = load_dataset(hub_id) if split is None else {split: load_dataset(hub_id, split=split)}
+    except Exception as err:  # noqa: BLE001 - offline, unknown id, gated set: one message for all
+        raise FileNotFoundError(
+            f"{hub_id!r} is not a local folder ({os.path.abspath(hub_id)} does not exist) and loading it as a Hub "
+            f"dataset id failed ({type(err).__name__}: {' '.join(str(err).split())[:300]}). Check the path, or the "
+            "Hub id and the connection."
+        ) from err
     for split_name, ds in loaded.items():
         for rec in ds:
             yield normalize_split(split_name), rec
 
 
 def is_hub_id(root: str) -> bool:
-    return not os.path.exists(root) and bool(re.fullmatch(r"[\w.-]+/[\w.-]+", str(root)))
+    """True for an 'owner/name' string that is not a local path. A relative path whose first folder exists here
+    ("data/vqa_rad" with a ./data folder), or that starts with ".", "~" or a separator, is local: a missing one is
+    reported as a missing folder, not tried on the Hub."""
+    root = os.fspath(root)
+    if os.path.exists(root) or not re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", root):
+        return False
+    owner = root.split("/", 1)[0]
+    return not os.path.isdir(owner)
 
 
 def check_root(root: str, loader: str) -> str:
     root = os.fspath(root)
+    if os.path.isfile(root):
+        raise FileNotFoundError(
+            f"{loader}: {root!r} is a file; pass the folder of the unpacked release that contains it."
+        )
     if not os.path.isdir(root):
         raise FileNotFoundError(
-            f"{loader}: root folder {root!r} does not exist. Pass the folder of the unpacked release "
-            "(or a Hub id 'owner/name' to load from the Hub)."
+            f"{loader}: root folder {root!r} does not exist (looked for {os.path.abspath(root)}). Pass the folder "
+            "of the unpacked release (or a Hub id 'owner/name' to load from the Hub)."
         )
     return root
 

@@ -807,6 +807,68 @@ def medical_image_to_array(
     )
 
 
+def verify_image(source: str | os.PathLike | bytes, *, name: str | None = None) -> tuple[int, int]:
+    """Check that an image file (or its bytes) decodes, the way loaders do at load time; returns (width, height).
+
+    PNG, JPEG, TIFF, ... are fully decoded by PIL (JPEG at 1/8 scale: the whole compressed stream is still read,
+    so truncation is found); DICOM and NIfTI go through their decoders. Raises `ImageDecodeError` (truncated,
+    corrupt, not an image, over the decompression-bomb limit) or `FileNotFoundError`, naming the file.
+
+    Example:
+
+    ```python
+    >>> import io, PIL.Image
+    >>> buffer = io.BytesIO()
+    >>> PIL.Image.effect_noise((64, 48), 40).save(buffer, format="PNG")
+    >>> verify_image(buffer.getvalue())
+    (64, 48)
+    >>> verify_image(buffer.getvalue()[:1500], name="cut.png")
+    Traceback (most recent call last):
+    ...
+    hf_meddiff.models.meddiff.medical_image_meddiff.ImageDecodeError: cut.png: the image data cannot be decoded ...
+
+    ```
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        name = name or "image bytes"
+        if data[128:132] == b"DICM":
+            array = medical_image_to_array(data, name=name)
+            return int(array.shape[1]), int(array.shape[0])
+        handle: Any = io.BytesIO(data)
+    else:
+        path = os.fspath(source)
+        name = name or path
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Image file not found: {path}")
+        if path.lower().endswith(MEDICAL_SUFFIXES) or _is_dicom_file(path):
+            array = medical_image_to_array(path)
+            return int(array.shape[1]), int(array.shape[0])
+        handle = path
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
+            with PIL.Image.open(handle) as image:
+                size = image.size
+                _check_pixel_budget(size[0] * size[1], f"{size[0]} x {size[1]}", name)
+                if image.format == "JPEG":
+                    image.draft(image.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
+                image.load()
+                return int(size[0]), int(size[1])
+    except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as err:
+        found = _BOMB_PIXELS.search(str(err))
+        _check_pixel_budget(int(found.group(1)) if found else 0, "as the header says", name)
+        raise ImageDecodeError(f"{name}: {err}") from err
+    except PIL.UnidentifiedImageError as err:
+        raise ImageDecodeError(f"{name}: not an image file PIL, DICOM or NIfTI readers recognise.") from err
+    except ImageDecodeError:
+        raise
+    except (OSError, SyntaxError, EOFError, ValueError) as err:
+        raise ImageDecodeError(
+            f"{name}: the image data cannot be decoded ({err}); the file may be truncated or corrupt."
+        ) from err
+
+
 def array_to_pil(array: np.ndarray) -> PIL.Image.Image:
     """Float [H, W] / [H, W, 3] in [0, 1] -> PIL image of mode "L" / "RGB"."""
     data = np.clip(np.round(np.asarray(array, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
