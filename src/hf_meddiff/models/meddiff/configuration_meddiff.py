@@ -7,6 +7,8 @@ library, `transformers`, `huggingface_hub` and its sibling `tokens_meddiff`.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 from typing import Any
 
@@ -24,6 +26,40 @@ from .tokens_meddiff import (
     SOI_TOKEN,
     TASK_TOKENS,
     TASKS,
+)
+
+# Keys transformers reads or writes on any config besides the dataclass fields (saved config.json, legacy names).
+_TRANSFORMERS_KEYS = frozenset(
+    {
+        "architectures",
+        "attn_implementation",
+        "auto_map",
+        "experts_implementation",
+        "model_type",
+        "name_or_path",
+        "num_labels",
+        "output_attentions",
+        "per_layer_config",
+        "rope_scaling",
+        "rope_theta",
+        "partial_rotary_factor",
+        "torch_dtype",
+        "transformers_version",
+        "use_cache",
+    }
+)
+# Fields that must be positive integers.
+_POSITIVE_SIZES = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "max_position_embeddings",
+    "text_vocab_size",
+    "image_codebook_size",
+    "image_grid_size",
 )
 
 # The training tasks, in the order of `task_ids` (defined in tokens_meddiff, re-exported by hf_meddiff.constants).
@@ -136,8 +172,12 @@ class MedDiffConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
     # Converted checkpoints (hf_meddiff.models.meddiff.convert_*): off by default, i.e. the MedDiff architecture.
     qk_norm: bool = False  # per-head RMSNorm of queries and keys before RoPE (Qwen3)
-    causal_attention: bool = False  # causal instead of bidirectional attention (to check a converted causal LM)
-    logits_shift: bool = False  # position i is predicted from hidden state i-1 (Dream / DiffuLLaMA adaptation)
+    causal_attention: bool = (
+        False  # causal instead of bidirectional attention (to check a converted causal LM)
+    )
+    logits_shift: bool = (
+        False  # position i is predicted from hidden state i-1 (Dream / DiffuLLaMA adaptation)
+    )
 
     # Unified vocabulary.
     text_vocab_size: int = 32000
@@ -159,6 +199,8 @@ class MedDiffConfig(PreTrainedConfig):
     text_noise_eps: float = 1e-3
 
     def __post_init__(self, **kwargs):
+        self._refuse_unknown_keys(kwargs)
+        self._refuse_non_positive_sizes()
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.num_key_value_heads is None:
@@ -171,6 +213,39 @@ class MedDiffConfig(PreTrainedConfig):
             task: float(weight) for task, weight in (self.task_loss_weights or {}).items()
         }
         super().__post_init__(**kwargs)
+
+    def _refuse_unknown_keys(self, kwargs: dict[str, Any]) -> None:
+        """Keys that are neither MedDiff fields nor keys transformers itself reads or writes (`model_type`,
+        `auto_map`, generation parameters, `_`-prefixed internals, ...): a typo, refused with the closest field."""
+        from transformers import GenerationConfig
+
+        known = {f.name for f in dataclasses.fields(self)} | _TRANSFORMERS_KEYS
+        known |= set(GenerationConfig._get_default_generation_params())
+        unknown = sorted(key for key in kwargs if not key.startswith("_") and key not in known)
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ValueError(
+                f"MedDiffConfig got unknown field(s) {', '.join(hints)}; the fields are listed in the MedDiffConfig "
+                "docstring (LLaMA names for the backbone)."
+            )
+
+    def _refuse_non_positive_sizes(self) -> None:
+        """Sizes that must be positive integers (and the norm epsilon a positive number), named when they are not."""
+        for name in _POSITIVE_SIZES:
+            value = getattr(self, name)
+            if value is None and name in ("num_key_value_heads", "head_dim"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MedDiffConfig.{name} must be a positive integer, got {value!r}.")
+        if not (isinstance(self.rms_norm_eps, (int, float)) and self.rms_norm_eps > 0):
+            raise ValueError(
+                f"MedDiffConfig.rms_norm_eps must be a positive number, got {self.rms_norm_eps!r}."
+            )
+        if not (isinstance(self.initializer_range, (int, float)) and self.initializer_range >= 0):
+            raise ValueError(f"MedDiffConfig.initializer_range must be >= 0, got {self.initializer_range!r}.")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> MedDiffConfig:

@@ -13,6 +13,8 @@ This file is copied into saved model folders by `register_for_auto_class`, so it
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +35,61 @@ from .generation_meddiff import MedDiffGenerationMixin
 logger = logging.get_logger(__name__)
 
 IGNORE_INDEX = -100
+
+
+# ---------------------------------------------------------------------------------------------- input guards
+def _tracing() -> bool:
+    """Under torch.compile / torch.jit / torch.fx tracing, where data-dependent checks must not run."""
+    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    if compiling is not None and compiling():
+        return True
+    if torch.jit.is_scripting() or torch.jit.is_tracing():
+        return True
+    try:
+        from torch.fx._symbolic_trace import is_fx_tracing
+
+        return is_fx_tracing()
+    except ImportError:  # pragma: no cover - older torch
+        return False
+
+
+def check_token_ids(
+    ids: torch.Tensor, vocab_size: int, name: str = "input_ids", ignore_index: int | None = None
+):
+    """A `ValueError` naming the first id of `ids` outside `[0, vocab_size)` (`ignore_index` allowed), or an empty
+    `ids`. One min/max reduction and one host transfer; nothing under tracing.
+
+    Example:
+
+    ```python
+    >>> check_token_ids(torch.tensor([[1, 2, 700]]), 512)
+    Traceback (most recent call last):
+    ...
+    ValueError: input_ids holds id 700 at row 0, position 2, outside the vocabulary [0, 512): ...
+    ```
+    """
+    if ids.dim() == 0 or ids.numel() == 0:
+        raise ValueError(
+            f"{name} is empty (shape {tuple(ids.shape)}): give at least one sequence with at least one token."
+        )
+    if _tracing():
+        return
+    values = ids if ignore_index is None else ids.masked_fill(ids == ignore_index, 0)
+    low, high = torch.stack(torch.aminmax(values)).tolist()
+    if low >= 0 and high < vocab_size:
+        return
+    bad = ((values < 0) | (values >= vocab_size)).nonzero()[0].tolist()
+    value = int(values[tuple(bad)])
+    where = f"row {bad[0]}, position {bad[1]}" if len(bad) == 2 else f"index {tuple(bad)}"
+    raise ValueError(
+        f"{name} holds id {value} at {where}, outside the vocabulary [0, {vocab_size}): "
+        + (
+            "labels are token ids or -100 (ignored)."
+            if ignore_index is not None
+            else "the ids come from another tokenizer or model; encode with this model's processor (or resize the "
+            "embeddings with `resize_token_embeddings`)."
+        )
+    )
 
 
 class MedDiffRMSNorm(nn.Module):
@@ -388,6 +445,21 @@ class MedDiffPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_attention_backend = True
+    # Check token ids against the vocabulary in `forward` (one min/max per call; `generate` checks its inputs once
+    # and skips the per-step checks). Set to False to skip the checks entirely.
+    check_inputs: bool = True
+    _inputs_checked_depth: int = 0
+
+    def _should_check_ids(self) -> bool:
+        return self.check_inputs and not self._inputs_checked_depth
+
+    def _check_sequence_length(self, length: int) -> None:
+        limit = self.config.max_position_embeddings
+        if length > limit:
+            raise ValueError(
+                f"The sequence has {length} positions but max_position_embeddings is {limit}: shorten the prompt "
+                f"(or the generation length), or pass `truncation=True` to keep the last {limit} positions."
+            )
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Saves like `PreTrainedModel.save_pretrained`; when the classes are registered for the Auto classes
@@ -477,6 +549,10 @@ class MedDiffModel(MedDiffPreTrainedModel):
         """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if input_ids is not None and self._should_check_ids() and not (cache is not None and cache_start):
+            check_token_ids(input_ids, self.config.vocab_size)
+        elif inputs_embeds is not None and inputs_embeds.shape[1] == 0:
+            raise ValueError(f"inputs_embeds is empty (shape {tuple(inputs_embeds.shape)}).")
         output_attentions = (
             output_attentions if output_attentions is not None else self.config.output_attentions
         )
@@ -513,6 +589,7 @@ class MedDiffModel(MedDiffPreTrainedModel):
             cache_start = 0
             key_length = query_length
 
+        self._check_sequence_length(key_length)
         if attention_mask is None:
             attention_mask = torch.ones(batch_size, key_length, dtype=torch.long, device=inputs_embeds.device)
         if attention_mask.dim() != 2 or attention_mask.shape != (batch_size, key_length):
@@ -808,6 +885,7 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
         return_logits: bool = True,
         generator: torch.Generator | None = None,
         loss_weighting: str = "elbo",
+        truncation: bool = False,
         **kwargs,
     ) -> MedDiffMaskedDiffusionOutput:
         r"""
@@ -828,8 +906,36 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
             generator (`torch.Generator`, *optional*): randomness for the noise.
             loss_weighting (`str`): `"elbo"` (default, the `1/t`-weighted bound) or `"uniform"` (mean over the
                 masked text tokens); see `masked_diffusion_loss`.
+            truncation (`bool`): a sequence longer than `max_position_embeddings` is an error by default; with
+                `True` only its last `max_position_embeddings` positions are kept (with a warning), for every
+                per-position input (ids, masks, labels, positions).
+
+        Token ids outside the vocabulary, labels that are neither -100 nor a token id, task ids outside the task
+        table and empty inputs are errors that name the value and where it is (see `check_inputs`).
         """
         cache = _cache_argument(cache, kwargs)
+        if truncation and cache is None:
+            sequence = input_ids if input_ids is not None else inputs_embeds
+            limit = self.config.max_position_embeddings
+            if sequence is not None and sequence.shape[1] > limit:
+                logger.warning(
+                    f"Truncating a sequence of {sequence.shape[1]} positions to its last {limit} "
+                    "(max_position_embeddings), as truncation=True asked."
+                )
+                keep = slice(sequence.shape[1] - limit, None)
+                input_ids, inputs_embeds, attention_mask, position_ids, labels, noise_mask = (
+                    None if t is None else t[:, keep]
+                    for t in (input_ids, inputs_embeds, attention_mask, position_ids, labels, noise_mask)
+                )
+        if labels is not None and self._should_check_ids():
+            check_token_ids(labels, self.config.vocab_size, name="labels", ignore_index=IGNORE_INDEX)
+        if task_ids is not None and self._should_check_ids() and not _tracing() and task_ids.numel():
+            low, high = torch.stack(torch.aminmax(task_ids)).tolist()
+            if low < 0 or high >= len(MEDDIFF_TASKS):
+                raise ValueError(
+                    f"task_ids must index the tasks {MEDDIFF_TASKS} (0..{len(MEDDIFF_TASKS) - 1}); got values in "
+                    f"[{low}, {high}]."
+                )
         if labels is not None:
             if input_ids is None:
                 raise ValueError(
@@ -893,6 +999,33 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
             mask_ratio=mask_ratio,
         )
 
+    @torch.no_grad()
+    def generate(self, input_ids: torch.LongTensor, *args, **kwargs):
+        """`MedDiffGenerationMixin.generate` with its token ids checked once per call (not at every step)."""
+        with self._checked_inputs(input_ids, kwargs.get("response_ids")):
+            return super().generate(input_ids, *args, **kwargs)
+
+    @torch.no_grad()
+    def generate_images(self, input_ids: torch.LongTensor, *args, **kwargs):
+        """`MedDiffGenerationMixin.generate_images` with its token ids checked once per call (not at every step)."""
+        with self._checked_inputs(input_ids, kwargs.get("negative_input_ids")):
+            return super().generate_images(input_ids, *args, **kwargs)
+
+    generate.__signature__ = inspect.signature(MedDiffGenerationMixin.generate)
+    generate_images.__signature__ = inspect.signature(MedDiffGenerationMixin.generate_images)
+
+    @contextlib.contextmanager
+    def _checked_inputs(self, *ids: torch.Tensor | None):
+        if self._should_check_ids():
+            for name, value in zip(("input_ids", "response_ids"), ids):
+                if isinstance(value, torch.Tensor):
+                    check_token_ids(value, self.config.vocab_size, name=name)
+        self._inputs_checked_depth += 1
+        try:
+            yield
+        finally:
+            self._inputs_checked_depth -= 1
+
     def _observed_mask_ratio(self, labels: torch.LongTensor, noise_mask: torch.BoolTensor) -> torch.Tensor:
         """Masked fraction of the text response (of the image response for samples without text), `[B]`."""
         is_text, is_image = self.response_modalities(labels)
@@ -903,6 +1036,7 @@ class MedDiffForMaskedDiffusion(MedDiffPreTrainedModel, MedDiffGenerationMixin):
 
 
 __all__ = [
+    "check_token_ids",
     "MedDiffCache",
     "MedDiffForMaskedDiffusion",
     "MedDiffMaskedDiffusionOutput",
