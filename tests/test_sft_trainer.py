@@ -238,3 +238,20 @@ def test_qlora_on_a_4bit_base_trains_and_saves_adapters(tmp_path):
     trainer.save_model(str(tmp_path / "out"))
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_mask_ratio_ranges_and_at_least_one_masked_text_token():
+    import torch
+
+    from hf_meddiff import MedDiffConfig, MedDiffForMaskedDiffusion
+    from hf_meddiff.trainer.sft.trainer import sample_example_noise
+
+    model = MedDiffForMaskedDiffusion(MedDiffConfig.from_preset("tiny"))
+    labels = torch.tensor([[-100, -100, 20, 21, 2, 2]] * 64)
+    seeds = list(range(64))
+    plain, _ = sample_example_noise(model, labels, seeds)
+    assert plain[:, 2:].any(dim=1).all(), "every text example keeps at least one masked token"
+    high, ratio = sample_example_noise(model, labels, seeds, ratio_ranges=[(0.8, 1.0)] * 64)
+    assert ((ratio >= 0.8) & (ratio <= 1.0)).all()
+    assert high[:, 2:].float().mean() > plain[:, 2:].float().mean()
+    assert not high[:, :2].any()

@@ -24,7 +24,7 @@ from .loaders import (
     load_vqa_rad,
     normalize_modality,
 )
-from .phantom import PHANTOM_FEATURES, make_phantom_dataset, split_phantom
+from .phantom import PHANTOM_FEATURES, expand_phantom_questions, make_phantom_dataset, split_phantom
 from .schema import CANONICAL_COLUMNS, CANONICAL_FEATURES
 
 # name -> submodule, imported on first access (keeps `import hf_meddiff.data` light)
@@ -58,6 +58,7 @@ __all__ = [
     "load_pmc_vqa",
     "load_slake",
     "load_vqa_rad",
+    "expand_phantom_questions",
     "make_phantom_dataset",
     "normalize_modality",
     "split_phantom",

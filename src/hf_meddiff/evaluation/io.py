@@ -21,15 +21,18 @@ __all__ = [
 ]
 
 
-def make_medphantom(num_cases: int, seed: int = 0, image_size: int | None = None):
-    """`num_cases` MedPhantom cases as one canonical `datasets.Dataset` (all splits, `split` column)."""
-    from ..data import make_phantom_dataset
+def make_medphantom(
+    num_cases: int, seed: int = 0, image_size: int | None = None, all_questions: bool = False
+):
+    """`num_cases` MedPhantom cases as one canonical `datasets.Dataset` (all splits, `split` column); with
+    `all_questions`, training cases get a question of every type they answer (`expand_phantom_questions`)."""
+    from ..data import expand_phantom_questions, make_phantom_dataset
 
     kwargs: dict[str, Any] = {"seed": seed}
     if image_size is not None:
         kwargs["image_size"] = image_size
-    ds = make_phantom_dataset(num_cases, **kwargs)
-    return _as_single_dataset(ds)
+    ds = _as_single_dataset(make_phantom_dataset(num_cases, **kwargs))
+    return expand_phantom_questions(ds, seed=seed) if all_questions else ds
 
 
 def _as_single_dataset(ds):

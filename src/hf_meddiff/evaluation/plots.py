@@ -137,6 +137,39 @@ def plot_training_curves(log_history: Sequence[Mapping[str, Any]], path: str | o
     return Path(path)
 
 
+def plot_reward_curves(log_history: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path | None:
+    """GRPO reward curves against the step: the total reward and one line per reward function (TRL's
+    `rewards/<name>/mean` log keys), legend outside the axes; None when the history has no reward."""
+    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for entry in log_history:
+        step = entry.get("step")
+        if step is None:
+            continue
+        for key, value in entry.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if key == "reward" or (key.startswith("rewards/") and key.endswith("/mean")):
+                label = "total (weighted)" if key == "reward" else key[len("rewards/") : -len("/mean")]
+                series[label].append((float(step), float(value)))
+    if not series:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8.0, 3.8))
+    for label, points in sorted(series.items(), key=lambda item: (item[0] != "total (weighted)", item[0])):
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, marker="." if len(xs) < 30 else None, linewidth=2.2 if label.startswith("total") else 1.2,
+                label=label)  # fmt: skip
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("mean reward of the batch")
+    ax.set_title("Training rewards per reward function")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_accuracy_bars(per_group: Mapping[str, Mapping[str, float]], path, title: str, chance=None) -> Path:
     """Bar chart of accuracy per modality / question type, with the chance level as a line."""
     plt = _plt()

@@ -26,6 +26,7 @@ True
 from __future__ import annotations
 
 from .dataset import PHANTOM_FEATURES, make_phantom_dataset, split_phantom
+from .questions import case_question_types, expand_phantom_questions
 from .render import (  # noqa: F401  (geometry helpers the tests check)
     _finding_boxes_px,
     _finding_shape,
@@ -57,6 +58,8 @@ __all__ = [
     "SEVERITIES",
     "ModalitySpec",
     "PhantomCase",
+    "case_question_types",
+    "expand_phantom_questions",
     "make_phantom_dataset",
     "phantom_question",
     "phantom_rationale",

@@ -98,6 +98,11 @@ class MedDiffSFTConfig(TrainingArguments):
 
         > Parameters that control the training objective
 
+        mask_ratio_range_per_task (`dict[str, list[float]]`, *optional*):
+            Text mask ratio `t ~ U(low, high)` of a task's training examples instead of `U(eps, 1)`, e.g.
+            `{"vqa": [0.5, 1.0]}`: a short answer is generated from a fully masked canvas, so training on mostly
+            masked answers spends the steps where generation needs them. Every text example keeps at least one
+            masked token whatever its ratio.
         task_loss_weights (`dict[str, float]`, *optional*):
             Loss weight per task; overrides `model.config.task_loss_weights` for the model being trained.
         loss_weighting (`str`, *optional*, defaults to `"elbo"`):
@@ -138,6 +143,7 @@ class MedDiffSFTConfig(TrainingArguments):
         "task_mix",
         "response_length_per_task",
         "task_loss_weights",
+        "mask_ratio_range_per_task",
     ]
 
     # Parameters whose defaults differ from TrainingArguments.
@@ -244,6 +250,12 @@ class MedDiffSFTConfig(TrainingArguments):
     )
 
     # Parameters that control the training objective
+    mask_ratio_range_per_task: dict[str, list[float]] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Text mask ratio range per task, e.g. {'vqa': [0.5, 1.0]} (t ~ U(low, high) instead of U(eps, 1))."
+        },
+    )
     task_loss_weights: dict[str, float] | str | None = field(
         default=None,
         metadata={
@@ -285,7 +297,12 @@ class MedDiffSFTConfig(TrainingArguments):
             raise ValueError(
                 f"t2i_condition_dropout must be in [0, 1), got {self.t2i_condition_dropout}; 0.1 is typical."
             )
-        for name in ("task_mix", "response_length_per_task", "task_loss_weights"):
+        for name in (
+            "task_mix",
+            "response_length_per_task",
+            "task_loss_weights",
+            "mask_ratio_range_per_task",
+        ):
             value = getattr(self, name)
             if isinstance(value, str):
                 try:
@@ -315,6 +332,17 @@ class MedDiffSFTConfig(TrainingArguments):
             negative = {task: v for task, v in value.items() if not float(v) >= 0}
             if negative:
                 raise ValueError(f"{name} values must be >= 0, got {negative}.")
+        for task, bounds in (self.mask_ratio_range_per_task or {}).items():
+            if task not in TASKS:
+                raise ValueError(
+                    f"mask_ratio_range_per_task has unknown task {task!r}; known tasks are {list(TASKS)}."
+                )
+            ok = isinstance(bounds, (list, tuple)) and len(bounds) == 2
+            if not ok or not 0.0 < float(bounds[0]) <= float(bounds[1]) <= 1.0:
+                raise ValueError(
+                    f"mask_ratio_range_per_task[{task!r}] must be [low, high] with 0 < low <= high <= 1, got "
+                    f"{bounds!r}; e.g. {{'vqa': [0.5, 1.0]}}."
+                )
         self.reasoning_styles = list(self.reasoning_styles)
         bad_styles = [style for style in self.reasoning_styles if style not in REASONING_STYLES]
         if bad_styles or not self.reasoning_styles:
@@ -331,6 +359,11 @@ class MedDiffSFTConfig(TrainingArguments):
         if task not in self.tasks:
             return 0.0
         return float((self.task_mix or {}).get(task, 1.0))
+
+    def mask_ratio_range_for(self, task: str) -> tuple[float, float] | None:
+        """The `(low, high)` text mask-ratio range of `task`, or None for the model's default `U(eps, 1)`."""
+        bounds = (self.mask_ratio_range_per_task or {}).get(task)
+        return None if bounds is None else (float(bounds[0]), float(bounds[1]))
 
     def response_length_for(self, task: str) -> int | None:
         """EOS-padded response length of a text `task` (`response_length_per_task` first, then `response_length`)."""

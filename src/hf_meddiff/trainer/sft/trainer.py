@@ -59,6 +59,7 @@ def sample_example_noise(
     labels: torch.LongTensor,
     seeds: list[int],
     attention_mask: torch.Tensor | None = None,
+    ratio_ranges: list[tuple[float, float] | None] | None = None,
 ) -> tuple[torch.BoolTensor, torch.FloatTensor]:
     """Draw the masked-diffusion noise of a batch with one seeded generator per example.
 
@@ -71,6 +72,9 @@ def sample_example_noise(
         labels (`torch.LongTensor` of shape `(batch_size, seq_len)`): response ids, `-100` elsewhere.
         seeds (`list[int]`): one seed per example (see `example_noise_seed`).
         attention_mask (`torch.Tensor` of shape `(batch_size, seq_len)`, *optional*): 1 on real tokens.
+        ratio_ranges (`list`, *optional*): per example, `(low, high)` to draw its text mask ratio from
+            `U(low, high)` instead of `U(eps, 1)`, or None. A text response always keeps at least one masked token
+            (one is picked at random when the draw masked none), so that no example is a wasted forward pass.
 
     Returns:
         `(noise_mask, mask_ratio)`: `torch.BoolTensor` of shape `(batch_size, seq_len)` (True where the input
@@ -101,9 +105,20 @@ def sample_example_noise(
     )
     noise_mask = torch.zeros(cpu_labels.shape, dtype=torch.bool)
     mask_ratio = torch.ones(cpu_labels.shape[0], dtype=torch.float32)
+    base = _base_model(model)
     for row, seed in enumerate(seeds):
         generator = torch.Generator().manual_seed(int(seed))
-        row_mask, row_ratio = sampler(cpu_labels[row][real[row]][None], generator=generator)
+        row_labels = cpu_labels[row][real[row]][None]
+        bounds = ratio_ranges[row] if ratio_ranges is not None else None
+        fixed = None
+        if bounds is not None:
+            fixed = bounds[0] + (bounds[1] - bounds[0]) * torch.rand(1, generator=generator)
+        row_mask, row_ratio = sampler(row_labels, mask_ratio=fixed, generator=generator)
+        is_text, _ = base.response_modalities(row_labels)
+        if is_text.any() and not (row_mask & is_text).any():
+            candidates = is_text[0].nonzero().flatten()
+            pick = candidates[torch.randint(len(candidates), (1,), generator=generator)]
+            row_mask[0, pick] = True
         noise_mask[row, real[row]] = row_mask[0]
         mask_ratio[row] = row_ratio[0]
     return noise_mask.to(labels.device), mask_ratio.to(labels.device)
@@ -258,7 +273,13 @@ class MedDiffSFTTrainer(SaveOnSignalMixin, Trainer):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         step = self.state.global_step if model.training else _EVAL_STEP
         seeds = [example_noise_seed(self.args.seed, step, int(e)) for e in example_ids.tolist()]
-        return sample_example_noise(model, inputs["labels"], seeds, inputs.get("attention_mask"))
+        ranges = None
+        task_ids = inputs.get("task_ids")
+        if self.args.mask_ratio_range_per_task and task_ids is not None:
+            ranges = [self.args.mask_ratio_range_for(TASKS[int(t)]) for t in task_ids.tolist()]
+        return sample_example_noise(
+            model, inputs["labels"], seeds, inputs.get("attention_mask"), ratio_ranges=ranges
+        )
 
     def compute_loss(
         self,
