@@ -11,7 +11,9 @@ from __future__ import annotations
 import io
 import os
 import re
+import struct
 import warnings
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -602,6 +604,53 @@ def _pil_to_float(image: PIL.Image.Image, window: WindowSpec, name: str) -> np.n
         ) from err
 
 
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _check_png_rows(data: bytes, name: str) -> None:
+    """PIL fills the missing rows of a PNG whose compressed data ends early with black, silently. Count the bytes
+    the data really holds against what the header promises and refuse a short file."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return
+    position, header, chunks = 8, None, []
+    while position + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        tag = data[position + 4 : position + 8]
+        body = data[position + 8 : position + 8 + length]
+        if tag == b"IHDR" and len(body) >= 13:
+            header = struct.unpack(">IIBBBBB", body[:13])
+        elif tag == b"IDAT":
+            chunks.append(body)
+        elif tag == b"IEND":
+            break
+        position += 12 + length
+    if header is None:
+        return
+    width, height, depth, color, _, _, interlace = header
+    bits = depth * _PNG_CHANNELS.get(color, 1)
+
+    def pass_bytes(w: int, h: int) -> int:
+        return 0 if w == 0 or h == 0 else h * (1 + (w * bits + 7) // 8)
+
+    if interlace:
+        expected = sum(
+            pass_bytes((width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy) for x0, y0, dx, dy in _ADAM7
+        )
+    else:
+        expected = pass_bytes(width, height)
+    try:
+        held = len(zlib.decompressobj().decompress(b"".join(chunks), expected))
+    except zlib.error:
+        return  # PIL reports broken streams itself
+    if held < expected:
+        raise ImageDecodeError(
+            f"{name}: the PNG header promises {width} x {height} pixels but its image data holds only "
+            f"{held:,} of the {expected:,} bytes they need (about {held * height // max(expected, 1)} of {height} "
+            "rows); the file is truncated or corrupt."
+        )
+
+
 def _decode_with_pil(source: Any, window: WindowSpec, name: str) -> np.ndarray:
     """Open (path or file object), fully decode and convert with PIL. A truncated or corrupt file and an image
     over PIL's decompression-bomb limit raise `ImageDecodeError`; a file PIL does not recognise raises
@@ -612,11 +661,13 @@ def _decode_with_pil(source: Any, window: WindowSpec, name: str) -> np.ndarray:
             with PIL.Image.open(source) as image:
                 _check_pixel_budget(image.width * image.height, f"{image.width} x {image.height}", name)
                 image.load()
+                if image.format == "PNG":
+                    _check_png_rows(_read_all(source), name)
                 return _pil_to_float(image, window, name)
     except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as err:
         found = _BOMB_PIXELS.search(str(err))
         count = int(found.group(1)) if found else 0
-        _check_pixel_budget(count, "as the header says", name)
+        _check_pixel_budget(count, "the size its header gives", name)
         raise ImageDecodeError(f"{name}: {err}") from err
     except (ImageDecodeError, PIL.UnidentifiedImageError):
         raise
@@ -624,6 +675,14 @@ def _decode_with_pil(source: Any, window: WindowSpec, name: str) -> np.ndarray:
         raise ImageDecodeError(
             f"{name}: the image data cannot be decoded ({err}); the file may be truncated or corrupt."
         ) from err
+
+
+def _read_all(source: Any) -> bytes:
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            return f.read()
+    source.seek(0)
+    return source.read()
 
 
 def _numeric(array: np.ndarray, name: str) -> np.ndarray:
@@ -854,10 +913,12 @@ def verify_image(source: str | os.PathLike | bytes, *, name: str | None = None) 
                 if image.format == "JPEG":
                     image.draft(image.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
                 image.load()
+                if image.format == "PNG":
+                    _check_png_rows(_read_all(handle), name)
                 return int(size[0]), int(size[1])
     except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as err:
         found = _BOMB_PIXELS.search(str(err))
-        _check_pixel_budget(int(found.group(1)) if found else 0, "as the header says", name)
+        _check_pixel_budget(int(found.group(1)) if found else 0, "the size its header gives", name)
         raise ImageDecodeError(f"{name}: {err}") from err
     except PIL.UnidentifiedImageError as err:
         raise ImageDecodeError(f"{name}: not an image file PIL, DICOM or NIfTI readers recognise.") from err
