@@ -214,3 +214,11 @@ def test_an_unreachable_hub_id_says_it_is_neither_local_nor_on_the_hub(tmp_path,
         FileNotFoundError, match=r"'someone/vqa_rad' is not a local folder .*Hub dataset id failed"
     ):
         load_vqa_rad("someone/vqa_rad")
+
+
+@pytest.mark.parametrize("name", ["truncated.jpg", "fake.jpg", "short_rows.png"])
+def test_open_image_names_bad_image_values(name):
+    from hf_meddiff.data.medical_io import open_image
+
+    with pytest.raises(ImageDecodeError, match=rf"{name}: "):
+        open_image({"bytes": BAD_FILES[name], "path": name})

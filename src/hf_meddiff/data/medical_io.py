@@ -30,6 +30,7 @@ import hashlib
 import io
 import os
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -41,6 +42,8 @@ from datasets import Image as ImageFeature
 
 from ..models.meddiff.medical_image_meddiff import (
     WINDOW_PRESETS,
+    ImageDecodeError,
+    check_png_data,
     dicom_to_array,
     load_medical_image,
     nifti_to_array,
@@ -370,8 +373,30 @@ def open_image(value: Any) -> PIL.Image.Image | str | os.PathLike:
     if isinstance(value, dict):
         data, path = value.get("bytes") or None, value.get("path") or None
         if data is None and path is None:
-            raise ValueError("the image has neither bytes nor a path")
-        return ImageFeature().decode_example({"bytes": data, "path": path})
+            raise ImageDecodeError("the image has neither bytes nor a path")
+        name = path or "the image bytes"
+        if path is not None and data is None and not os.path.isfile(path):
+            raise FileNotFoundError(f"Image file not found: {path}")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
+                image = ImageFeature().decode_example({"bytes": data, "path": path})
+            if image.format == "PNG":
+                if data is None:
+                    with open(path, "rb") as f:
+                        data = f.read()
+                check_png_data(data, name)
+            return image
+        except ImageDecodeError:
+            raise
+        except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as err:
+            raise ImageDecodeError(
+                f"{name}: {err} If you trust the file, raise PIL.Image.MAX_IMAGE_PIXELS before loading."
+            ) from err
+        except (OSError, SyntaxError, ValueError, EOFError) as err:
+            raise ImageDecodeError(
+                f"{name}: the image cannot be decoded ({err}); the file may be truncated, corrupt or not an image."
+            ) from err
     raise TypeError(f"unsupported image value of type {type(value).__name__}")
 
 

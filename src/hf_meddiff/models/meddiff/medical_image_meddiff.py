@@ -608,9 +608,18 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
-def _check_png_rows(data: bytes, name: str) -> None:
-    """PIL fills the missing rows of a PNG whose compressed data ends early with black, silently. Count the bytes
-    the data really holds against what the header promises and refuse a short file."""
+def check_png_data(data: bytes, name: str) -> None:
+    """Refuse a PNG whose image data holds fewer rows than its header promises (PIL fills them with black,
+    silently): raises `ImageDecodeError` naming `name`; other formats and complete PNGs pass.
+
+    ```python
+    >>> import io, PIL.Image
+    >>> buffer = io.BytesIO()
+    >>> PIL.Image.effect_noise((32, 32), 40).save(buffer, format="PNG")
+    >>> check_png_data(buffer.getvalue(), "ok.png")
+
+    ```
+    """
     if data[:8] != b"\x89PNG\r\n\x1a\n":
         return
     position, header, chunks = 8, None, []
@@ -662,7 +671,7 @@ def _decode_with_pil(source: Any, window: WindowSpec, name: str) -> np.ndarray:
                 _check_pixel_budget(image.width * image.height, f"{image.width} x {image.height}", name)
                 image.load()
                 if image.format == "PNG":
-                    _check_png_rows(_read_all(source), name)
+                    check_png_data(_read_all(source), name)
                 return _pil_to_float(image, window, name)
     except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as err:
         found = _BOMB_PIXELS.search(str(err))
@@ -914,7 +923,7 @@ def verify_image(source: str | os.PathLike | bytes, *, name: str | None = None) 
                     image.draft(image.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
                 image.load()
                 if image.format == "PNG":
-                    _check_png_rows(_read_all(handle), name)
+                    check_png_data(_read_all(handle), name)
                 return int(size[0]), int(size[1])
     except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as err:
         found = _BOMB_PIXELS.search(str(err))
