@@ -724,6 +724,26 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_judges(argv: Sequence[str]) -> int:
+    """`judges train`: the modality / finding image judges of report-to-image (hf_meddiff.evaluation.judges)."""
+    if not argv or argv[0] != "train":
+        raise CLIError(
+            "usage: hf-meddiff judges train [--data medphantom|PATH] [--output_dir DIR] (--help: options)"
+        )
+    from .evaluation.judges import JudgeTrainingConfig, train_judges_command
+
+    description = "Train the modality and finding judges on a dataset's real training images; save them."
+    (config,) = parse_options(
+        (JudgeTrainingConfig,), argv[1:], command="judges train", description=description
+    )
+    try:
+        info = train_judges_command(config)
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from err
+    print(json.dumps(info, indent=2))
+    return 0
+
+
 # --------------------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------------------
@@ -737,6 +757,7 @@ CONFIGURED: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
     ),
     "tokenizer": ("fit the VQ image tokenizer (and the text tokenizer) on a dataset", _run_tokenizer),
     "evaluate": ("evaluate a trained model on a split: Markdown + JSON table and PNG plots", _run_evaluate),
+    "judges": ("`judges train`: the modality / finding image judges that score report-to-image", _run_judges),
 }
 
 
@@ -761,6 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_convert(sub)
     sub.add_parser("evaluate", help=helps["evaluate"], add_help=False)
+    sub.add_parser("judges", help=helps["judges"], add_help=False)
     return parser
 
 

@@ -94,7 +94,29 @@ class EvaluationConfig:
     )
     image_metrics: bool = field(
         default=False,
-        metadata={"help": "Compute FID / KID (VQ features) and pixel MSE of report-to-image (slower)."},
+        metadata={
+            "help": "Generate an image for every report row and compute FID / KID (judge and VQ features, with the "
+            "real-vs-real floor) and pixel MSE of report-to-image (slower)."
+        },
+    )
+    judges: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of the image judges (`hf-meddiff judges train`) that score report-to-image: modality / "
+            "finding recognised and the FID / KID feature space (default: <output_dir>/judges, trained there on "
+            "the model's training data when missing)."
+        },
+    )
+    judges_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "Dataset whose training split the judges learn when none are found: 'medphantom' or a saved "
+            "canonical dataset (default: the data of the model's sft_recipe.json)."
+        },
+    )
+    train_judges: bool = field(
+        default=True,
+        metadata={"help": "Train the judges (about a minute on CPU) when none are given or cached."},
     )
 
     # --- generation

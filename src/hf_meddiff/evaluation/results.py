@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EvaluationResults", "results_to_markdown"]
+__all__ = ["EvaluationResults", "results_to_markdown", "text_to_image_markdown"]
 
 
 @dataclass
@@ -39,6 +39,48 @@ class EvaluationResults:
 
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * value:.1f} %" if isinstance(value, (int, float)) else "n/a"
+
+
+_T2I_ROWS = (
+    ("modality recognised %", "modality_recognised", "modality_accuracy_real", _pct),
+    ("finding recognised %", "finding_recognised", "finding_accuracy_real", _pct),
+    ("FID, judge features", "fid_judge", "fid_judge_floor", _fmt),
+    ("KID, judge features", "kid_judge", "kid_judge_floor", _fmt),
+)
+_T2I_KEYS = {key for row in _T2I_ROWS for key in row[1:3]} | {"n", "judges", "judges_heldout_accuracy"}
+
+
+def text_to_image_markdown(image: Mapping[str, Any]) -> list[str]:
+    """The report-to-image section as Markdown lines: the judges' scores of generated images beside the same
+    judges on the real images of the same rows (recognition) or the real-vs-real floor (FID / KID), then any other
+    image metric, then where the judges came from."""
+    lines: list[str] = []
+    rows = [row for row in _T2I_ROWS if row[1] in image]
+    if rows:
+        lines += [
+            f"| report-to-image (n = {image.get('n', '?')}) | generated | real images (reference / floor) |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {title} | {fmt(image[gen])} | {fmt(image.get(real))} |" for title, gen, real, fmt in rows
+        ]
+        lines.append("")
+    other = {k: v for k, v in image.items() if k not in _T2I_KEYS}
+    if other:
+        lines += ["| image metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in other.items()] + [""]
+    if "judges" in image:
+        heldout = image.get("judges_heldout_accuracy") or {}
+        accuracy = ", ".join(f"{task} {_pct(v)}" for task, v in heldout.items())
+        lines += [
+            f"Judges: {image['judges']}" + (f" (held-out real accuracy: {accuracy})." if accuracy else "."),
+            "",
+        ]
+    return lines
 
 
 def results_to_markdown(summary: Mapping[str, Any]) -> str:
@@ -79,9 +121,8 @@ def results_to_markdown(summary: Mapping[str, Any]) -> str:
         lines += (
             ["| grounding | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in g.items()] + [""]
         )
-    if isinstance(summary.get("image"), Mapping) and len(summary["image"]) > 1:
-        lines += ["| image metric | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in summary["image"].items()] + [""]
+    if isinstance(summary.get("image"), Mapping):
+        lines += text_to_image_markdown(summary["image"])
     files = summary.get("files", {})
     pictures = [f"![{k}]({Path(v).name})" for k, v in files.items() if str(v).endswith(".png")]
     if pictures:

@@ -1,9 +1,13 @@
-"""Report-to-image: images generated from reference reports, shown under the reference images; with
-`image_metrics`, FID / KID on the model's own VQ features and pixel MSE to the reference."""
+"""Report-to-image: images generated from reference reports, shown under the reference images, and scored by the image
+judges (`hf_meddiff.metrics.judges`, trained on real images only): how often they recognise the report's modality and
+finding in the generated image, next to their accuracy on the real images of the same rows. With `image_metrics`,
+every report row is generated and FID / KID are computed in the judges' feature space beside the real-vs-real floor
+(two halves of the held-out real images), and on the model's own VQ features, with pixel MSE to the reference."""
 
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 from typing import Any
 
 from .config import EvaluationConfig
@@ -11,7 +15,7 @@ from .inference import batched_images, image_generation_overrides
 from .plots import plot_image_grid
 from .results import EvaluationResults
 
-__all__ = ["evaluate_text_to_image", "vq_image_metrics"]
+__all__ = ["evaluate_text_to_image", "judge_image_metrics", "vq_image_metrics"]
 
 
 def evaluate_text_to_image(
@@ -45,9 +49,56 @@ def evaluate_text_to_image(
         )
     )
     section: dict[str, Any] = {"n": count}
+    real_images = list(report_rows["image"][:count])
+    section.update(
+        judge_image_metrics(pipe, report_rows.select(range(count)), real_images, generated, config, out)
+    )
     if config.image_metrics:
-        section.update(vq_image_metrics(processor, list(report_rows["image"][:count]), generated))
+        section.update(vq_image_metrics(processor, real_images, generated))
     results.summary["image"] = section
+
+
+def judge_image_metrics(
+    pipe, rows, real_images, generated_images, config: EvaluationConfig, out
+) -> dict[str, Any]:
+    """Judge scores of generated images (row i generated from row i's report): `modality_recognised`,
+    `finding_recognised` (fractions) and the judges' accuracy on the rows' real images; with `image_metrics`,
+    `fid_judge` / `kid_judge` against the real images and their real-vs-real floors. A `judges` note says where the
+    judges came from, or why they were skipped."""
+    from ..metrics.image_generation import domain_fid_kid
+    from ..metrics.judges import judge_images, recognition_scores
+    from .judges import finding_labels, judges_for_evaluation
+
+    model_dir = getattr(getattr(pipe, "model", None), "name_or_path", None) or config.model
+    judges, note = judges_for_evaluation(
+        config.judges,
+        config.judges_data,
+        model_dir if model_dir and Path(str(model_dir)).is_dir() else None,
+        out,
+        train=config.train_judges,
+        seed=config.seed,
+        progress=config.progress,
+    )
+    scores: dict[str, Any] = {"judges": note}
+    if judges is None:
+        return scores
+    scores["judges_heldout_accuracy"] = {
+        task: judges.info[task]["heldout_accuracy"]
+        for task in ("modality", "finding")
+        if isinstance(judges.info.get(task), dict) and "heldout_accuracy" in judges.info[task]
+    }
+    size = judges.modality.config.image_size
+    generated, real = judge_images(list(generated_images), size), judge_images(list(real_images), size)
+    scores.update(recognition_scores(judges, generated, list(rows["modality"]), finding_labels(rows), real))
+    if config.image_metrics and len(real) >= 4:
+        domain = domain_fid_kid(real, generated, judges.feature_extractor(), seed=config.seed)
+        scores.update(
+            fid_judge=domain["fid"],
+            fid_judge_floor=domain["fid_floor"],
+            kid_judge=domain["kid_mean"],
+            kid_judge_floor=domain["kid_floor_mean"],
+        )
+    return scores
 
 
 def vq_image_metrics(processor, real_images, generated_images) -> dict[str, float]:
