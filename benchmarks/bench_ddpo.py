@@ -11,8 +11,11 @@ TRL removed DDPOTrainer after 0.23.1, so its side runs in a separate virtual env
 `trl==0.23.1 diffusers==0.35.2 transformers==4.56.2 peft==0.17.1`. The TRL-side driver is written at run time
 from the text in this file. When the environment cannot be created the TRL side is skipped with a message.
 
-Reported: samples/s (sampling + decoding + reward, per image), train time per epoch and per optimiser step,
-epoch time, and `speedup_vs_trl_ddpo` = TRL epoch time / MedDDPO epoch time (the first epoch is warm-up).
+The two trainers run interleaved, epoch by epoch (each in its own process, started once; the order alternates
+every epoch), so a machine that gets busy halfway slows both alike. Reported: samples/s (sampling + decoding +
+reward, per image), train time per epoch and per optimiser step, epoch time, and `speedup_vs_trl_ddpo` = the median
+over epochs of TRL epoch time / MedDDPO epoch time of the same epoch (the first epoch is warm-up), with the
+per-epoch ratios in `epoch_ratios_trl_over_ours`.
 
     python benchmarks/bench_ddpo.py --json bench_ddpo.json
 """
@@ -72,16 +75,18 @@ TRL_DRIVER = textwrap.dedent(
             return out
         return wrapper
     trainer._generate_samples, trainer.compute_rewards = timed(generate), timed(rewards)
-    epochs, step = [], 0
-    for epoch in range(settings["epochs"]):
+    step, epoch = 0, 0
+    print("BENCH_READY", flush=True)
+    for line in sys.stdin:  # one epoch per "step" line, so the caller can interleave two trainers
+        if line.strip() != "step":
+            break
         timers["sample"] = 0.0
         t0 = time.perf_counter()
         new_step = trainer.step(epoch, step)
         total = time.perf_counter() - t0
-        epochs.append({"epoch_s": total, "sample_s": timers["sample"], "train_s": total - timers["sample"],
-                       "optimizer_steps": new_step - step})
-        step = new_step
-    print("BENCH_JSON " + json.dumps(epochs))
+        print("BENCH_EPOCH " + json.dumps({"epoch_s": total, "sample_s": timers["sample"],
+              "train_s": total - timers["sample"], "optimizer_steps": new_step - step}), flush=True)
+        step, epoch = new_step, epoch + 1
     """
 )
 
@@ -108,15 +113,16 @@ OURS_DRIVER = textwrap.dedent(
     )
     pipeline = StableDiffusionPipeline.from_pretrained(settings["pipeline"])
     trainer = MedDDPOTrainer(config, pipeline, reward_fn, prompts=settings["prompts"])
-    epochs = []
-    for epoch in range(settings["epochs"]):
+    print("BENCH_READY", flush=True)
+    for line in sys.stdin:  # one epoch per "step" line, so the caller can interleave two trainers
+        if line.strip() != "step":
+            break
         step = trainer.global_step
         t0 = time.perf_counter()
         stats = trainer.step()
         total = time.perf_counter() - t0
-        epochs.append({"epoch_s": total, "sample_s": stats["sample_time_s"], "train_s": total - stats["sample_time_s"],
-                       "optimizer_steps": trainer.global_step - step})
-    print("BENCH_JSON " + json.dumps(epochs))
+        print("BENCH_EPOCH " + json.dumps({"epoch_s": total, "sample_s": stats["sample_time_s"],
+              "train_s": total - stats["sample_time_s"], "optimizer_steps": trainer.global_step - step}), flush=True)
     """
 )
 
@@ -165,18 +171,60 @@ def ensure_venv(venv: Path) -> tuple[Path | None, str]:
     return python, "created"
 
 
-def run_driver(python: str, driver: str, settings: dict, env: dict) -> list[dict]:
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(driver)
-        path = f.name
-    try:
-        proc = subprocess.run([python, path, json.dumps(settings)], capture_output=True, text=True, env=env)
-    finally:
-        os.unlink(path)
-    for line in proc.stdout.splitlines():
-        if line.startswith("BENCH_JSON "):
-            return json.loads(line[len("BENCH_JSON ") :])
-    raise RuntimeError(f"driver failed (rc={proc.returncode}):\n{proc.stderr[-3000:]}")
+class Driver:
+    """A trainer in its own process that runs one epoch per `step()` call (the others wait meanwhile)."""
+
+    def __init__(self, name: str, python: str, driver: str, settings: dict, env: dict):
+        self.name = name
+        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+            f.write(driver)
+            self.path = f.name
+        self.proc = subprocess.Popen(
+            [python, self.path, json.dumps(settings)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.epochs: list[dict] = []
+        self._expect("BENCH_READY")
+
+    def _expect(self, prefix: str) -> str:
+        for line in self.proc.stdout:
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+        self.proc.wait()
+        raise RuntimeError(
+            f"{self.name} driver failed (rc={self.proc.returncode}):\n{self.proc.stderr.read()[-3000:]}"
+        )
+
+    def step(self) -> dict:
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        epoch = json.loads(self._expect("BENCH_EPOCH "))
+        self.epochs.append(epoch)
+        return epoch
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+        os.unlink(self.path)
+
+
+def run_interleaved(drivers: list[Driver], epochs: int) -> None:
+    """Epoch k of every trainer runs back to back (the order alternates), so a busy machine slows both alike."""
+    for epoch in range(epochs):
+        order = drivers if epoch % 2 == 0 else drivers[::-1]
+        for driver in order:
+            driver.step()
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def summarise(epochs: list[dict], samples_per_epoch: int) -> dict:
@@ -197,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", help="write the figures to this JSON file")
     parser.add_argument("--venv", default=str(Path.home() / ".cache" / "hf-meddiff" / "bench-venv"))
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per trainer (the first is warm-up)")
+    parser.add_argument("--epochs", type=int, default=6, help="epochs per trainer (the first is warm-up)")
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps")
     parser.add_argument("--batch", type=int, default=8, help="sample batch size")
     parser.add_argument("--batches", type=int, default=2, help="sample batches per epoch")
@@ -236,34 +284,40 @@ def main(argv: list[str] | None = None) -> dict:
         }
         samples = args.batch * args.batches
 
-        t0 = time.perf_counter()
-        ours = run_driver(sys.executable, OURS_DRIVER, {**settings, "out": str(tmp / "ours")}, env)
-        results["meddiff_ddpo"] = {
-            **summarise(ours, samples),
-            "wall_s": time.perf_counter() - t0,
-            "epochs": ours,
-        }
-
+        drivers = [
+            Driver("meddiff_ddpo", sys.executable, OURS_DRIVER, {**settings, "out": str(tmp / "ours")}, env)
+        ]
         python, how = ensure_venv(Path(args.venv).expanduser())
         if python is None:
             print(f"Skipping the TRL side: {how}")
-            results["trl_ddpo"] = None
-            results["speedup_vs_trl_ddpo"] = None
             results["skipped"] = how
         else:
-            t0 = time.perf_counter()
             trl_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
-            trl = run_driver(str(python), TRL_DRIVER, {**settings, "out": str(tmp / "trl")}, trl_env)
-            results["trl_ddpo"] = {
-                **summarise(trl, samples),
-                "wall_s": time.perf_counter() - t0,
-                "epochs": trl,
-                "venv": how,
-            }
-            ours_s, trl_s = results["meddiff_ddpo"], results["trl_ddpo"]
-            results["speedup_vs_trl_ddpo"] = trl_s["epoch_s"] / ours_s["epoch_s"]
-            results["sampling_speedup"] = ours_s["samples_per_s"] / trl_s["samples_per_s"]
-            results["train_speedup"] = trl_s["train_s_per_epoch"] / ours_s["train_s_per_epoch"]
+            drivers.append(
+                Driver("trl_ddpo", str(python), TRL_DRIVER, {**settings, "out": str(tmp / "trl")}, trl_env)
+            )
+        t0 = time.perf_counter()
+        try:
+            run_interleaved(drivers, args.epochs)
+        finally:
+            for driver in drivers:
+                driver.close()
+        results["wall_s"] = time.perf_counter() - t0
+        for driver in drivers:
+            results[driver.name] = {**summarise(driver.epochs, samples), "epochs": driver.epochs}
+        results.setdefault("trl_ddpo", None)
+        if results["trl_ddpo"] is None:
+            results["speedup_vs_trl_ddpo"] = None
+        else:
+            ours, trl = drivers[0].epochs[1:], drivers[1].epochs[1:]  # the first epoch warms up
+            ratios = [t["epoch_s"] / o["epoch_s"] for o, t in zip(ours, trl)]
+            results["epoch_ratios_trl_over_ours"] = ratios
+            results["speedup_vs_trl_ddpo"] = median(ratios)  # median of interleaved per-epoch ratios
+            results["sampling_speedup"] = median(
+                [o["sample_s"] and t["sample_s"] / o["sample_s"] for o, t in zip(ours, trl)]
+            )
+            results["train_speedup"] = median([t["train_s"] / o["train_s"] for o, t in zip(ours, trl)])
+            results["trl_ddpo"]["venv"] = how
 
     print(json.dumps({k: v for k, v in results.items() if k not in ("settings",)}, indent=2, default=float))
     if args.json:

@@ -135,7 +135,7 @@ def read_yaml_config(path: str) -> dict[str, Any]:
     try:
         values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
-        raise CLIError(f"--config {path}: not valid YAML ({err}).") from err
+        raise CLIError(f"--config {path}: not valid YAML ({' '.join(str(err).split())}).") from err
     if not isinstance(values, dict):
         raise CLIError(f"--config {path}: the top level must be a mapping of option: value.")
     return values
