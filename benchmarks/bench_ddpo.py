@@ -179,11 +179,12 @@ class Driver:
         with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
             f.write(driver)
             self.path = f.name
+        self.stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 - a file, not a pipe: a chatty driver never blocks
         self.proc = subprocess.Popen(
             [python, self.path, json.dumps(settings)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self.stderr,
             text=True,
             env=env,
         )
@@ -195,8 +196,9 @@ class Driver:
             if line.startswith(prefix):
                 return line[len(prefix) :].strip()
         self.proc.wait()
+        self.stderr.seek(0)
         raise RuntimeError(
-            f"{self.name} driver failed (rc={self.proc.returncode}):\n{self.proc.stderr.read()[-3000:]}"
+            f"{self.name} driver failed (rc={self.proc.returncode}):\n{self.stderr.read()[-3000:]}"
         )
 
     def step(self) -> dict:
@@ -210,6 +212,7 @@ class Driver:
         if self.proc.poll() is None:
             self.proc.stdin.close()
             self.proc.wait(timeout=60)
+        self.stderr.close()
         os.unlink(self.path)
 
 
