@@ -27,21 +27,51 @@ def evaluate_grounding(qa_rows, generated: Sequence[str], results: EvaluationRes
         )
 
 
+def _as_option_text(answer: str, options: Sequence[str]) -> str:
+    """An answer letter as its option text ("C" -> "upper left"); other answers as they are."""
+    letter = answer.strip().rstrip(").").upper()
+    if options and len(letter) == 1 and "A" <= letter < chr(ord("A") + len(options)):
+        return str(options[ord(letter) - ord("A")])
+    return answer.strip()
+
+
+def example_title(row: dict, generated: str) -> str:
+    r"""Title of one example: modality / question type, then prediction and gold both as option text, marked
+    right (✓) or wrong (✗) by the project's answer matcher.
+
+    >>> example_title({"modality": "ct", "question_type": "location", "options": ["upper left", "lower right"],
+    ...                "answer": "B"}, "lower right")
+    'ct / location\n✓ pred lower right | gold lower right'
+    """
+    from ..answers import match_answer
+
+    options = list(row.get("options") or [])
+    gold = str(row.get("answer") or "")
+    prediction = _as_option_text(parse_answer(generated) or generated, options)
+    correct, _ = match_answer(generated, gold, options)
+    mark = "✓" if correct else "✗"
+    return (
+        f"{row.get('modality', '?')} / {row.get('question_type', '?')}\n"
+        f"{mark} pred {prediction[:22]} | gold {_as_option_text(gold, options)[:22]}"
+    )
+
+
 def plot_examples(qa_rows, generated: Sequence[str], path: Path, grid_size: int) -> Path:
-    """The first `grid_size` rows' images titled with modality, question type, prediction and answer, with the
-    reference and generated boxes drawn."""
+    """The first `grid_size` rows' images titled with modality, question type, prediction and gold (both as option
+    text, ✓/✗), with the reference boxes drawn, and the generated boxes when the answers have any."""
     n = min(grid_size, len(generated))
+    pred_boxes = [parse_boxes(generated[i]) for i in range(n)]
+    has_reference = "boxes" in qa_rows.column_names
+    legend = ["✓ right, ✗ wrong"]
+    if has_reference:
+        legend.append("green: reference boxes")
+    if any(pred_boxes):
+        legend.append("red dashed: generated boxes")
     return plot_image_grid(
         qa_rows["image"][:n],
         path,
-        titles=[
-            f"{qa_rows[i]['modality']} / {qa_rows[i]['question_type']}\n"
-            f"pred {(parse_answer(generated[i]) or generated[i])[:24]!r} gold {qa_rows[i]['answer']}"
-            for i in range(n)
-        ],
-        boxes=[[b["bbox"] for b in (qa_rows[i]["boxes"] or [])] for i in range(n)]
-        if "boxes" in qa_rows.column_names
-        else None,
-        pred_boxes=[parse_boxes(generated[i]) for i in range(n)],
-        suptitle="green: reference boxes, red dashed: generated boxes",
+        titles=[example_title(qa_rows[i], generated[i]) for i in range(n)],
+        boxes=[[b["bbox"] for b in (qa_rows[i]["boxes"] or [])] for i in range(n)] if has_reference else None,
+        pred_boxes=pred_boxes,
+        suptitle="; ".join(legend),
     )

@@ -216,25 +216,41 @@ def tokenize_dataset_images(
     if isinstance(dataset.features["image"], ImageFeature):
         dataset = dataset.cast_column("image", ImageFeature(decode=False))
     ids_column = "id" if "id" in dataset.column_names else None
+    # Records that share an image (several questions about one case) are encoded once: codes by image digest.
+    seen: dict[bytes, list[int]] = {}
+
+    def digest(value: Any) -> bytes | None:
+        if isinstance(value, dict) and value.get("bytes"):
+            return hashlib.sha1(value["bytes"]).digest()
+        return None
 
     def encode(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-        images, errors, good = [], [], []
+        images, errors, good, keys = [], [], [], []
+        codes: list[list[int]] = [[] for _ in batch["image"]]
         for position, value in enumerate(batch["image"]):
+            key = digest(value)
+            if key is not None and key in seen:
+                codes[position] = seen[key]
+                errors.append("")
+                continue
             try:
                 if value is None:
                     raise ValueError("the record has no image")
                 images.append(open_image(value))
                 errors.append("")
                 good.append(position)
+                keys.append(key)
             except Exception as error:  # noqa: BLE001 - any decode failure marks the record
                 record = batch[ids_column][position] if ids_column else None
                 errors.append(
                     f"{record_name(record, indices[position])}: field 'image' does not decode ({error})"
                 )
-        codes: list[list[int]] = [[] for _ in batch["image"]]
         if images:
-            for position, row in zip(good, processor.encode_images(images, batch_size=len(images)).tolist()):
+            rows = processor.encode_images(images, batch_size=len(images)).tolist()
+            for position, key, row in zip(good, keys, rows):
                 codes[position] = row
+                if key is not None:
+                    seen[key] = row
         return {"image_ids": codes, "image_error": errors}
 
     kwargs: dict[str, Any] = {}

@@ -323,6 +323,8 @@ def prepare_sft_dataset(
             "those tasks need (question + answer, report, rationale)."
         )
     examples = examples.remove_columns(["error"]).add_column("example_id", list(range(len(examples))))
+    # `train_sampling_strategy: group_by_length` batches examples of similar length (less padding) by this column.
+    examples = examples.add_column(args.length_column_name, [len(ids) for ids in examples["input_ids"]])
     task_counts = Counter(TASKS[i] for i in examples["task_ids"])
     reasons = Counter(_reason(error) for _, error in errors)
     report = {
