@@ -53,7 +53,7 @@ def evaluate_text_to_image(
     section.update(
         judge_image_metrics(pipe, report_rows.select(range(count)), real_images, generated, config, out)
     )
-    if config.image_metrics:
+    if config.image_metrics and getattr(processor, "image_tokenizer", None) is not None:
         section.update(vq_image_metrics(processor, real_images, generated))
     results.summary["image"] = section
 

@@ -21,6 +21,7 @@ computed with a `transformers` `CLIPModel` and its processor.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -304,7 +305,9 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
         raise ValueError(f"The Fréchet distance needs at least 2 samples per set, got {len(a)} and {len(b)}.")
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    covmean = linalg.sqrtm(cov_a @ cov_b)
+    with warnings.catch_warnings():  # small sets give singular covariances; the square root is still fine
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(cov_a @ cov_b)
     if not np.isfinite(covmean).all():
         eps = 1e-6 * np.eye(len(cov_a))
         covmean = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))

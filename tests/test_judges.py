@@ -1,0 +1,198 @@
+"""The image judges of report-to-image: trained on real MedPhantom images they recognise modality and finding on
+held-out real images well above chance, save as safetensors + JSON, give a feature space in which two halves of a
+real set are closer than real images and noise, and feed the report-to-image table of `hf-meddiff evaluate`."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from hf_meddiff.data import make_phantom_dataset
+from hf_meddiff.evaluation import EvaluationConfig, EvaluationResults
+from hf_meddiff.evaluation.judges import finding_labels, judges_for_evaluation, train_judges
+from hf_meddiff.evaluation.results import results_to_markdown
+from hf_meddiff.evaluation.text_to_image import evaluate_text_to_image
+from hf_meddiff.metrics.image_generation import (
+    domain_fid_kid,
+    extract_features,
+    frechet_distance,
+    image_generation_scores,
+    kernel_distance,
+)
+from hf_meddiff.metrics.judges import NO_FINDING, ImageJudge, ImageJudges, judge_images
+
+MODALITIES = ("ct", "fundus", "dermoscopy")
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom_dataset(480, seed=3, image_size=32, modalities=MODALITIES)
+
+
+@pytest.fixture(scope="module")
+def split(phantom):
+    splits = np.asarray(phantom["split"])
+    train = phantom.select(np.flatnonzero(splits == "train"))
+    heldout = phantom.select(np.flatnonzero(splits != "train"))
+    return train, heldout
+
+
+@pytest.fixture(scope="module")
+def judges(split):
+    torch.manual_seed(0)
+    train, heldout = split
+    return train_judges(train, heldout, epochs=10, batch_size=32, progress=False, num_threads=1)
+
+
+def test_judges_recognise_modality_and_finding_on_heldout_real_images_well_above_chance(judges, split):
+    _, heldout = split
+    assert judges.modality.labels == sorted(MODALITIES)
+    assert judges.info["modality"]["heldout_accuracy"] >= 0.95
+    finding = judges.info["finding"]
+    assert (
+        NO_FINDING in finding["labels"] and len(finding["labels"]) == 10
+    )  # 3 modalities x 3 findings + none
+    assert finding["heldout_accuracy"] >= finding["chance"] + 0.2, finding
+    assert judges.finding.accuracy(heldout["image"], finding_labels(heldout)) == finding["heldout_accuracy"]
+
+
+def test_judges_round_trip_through_safetensors_and_json(judges, split, tmp_path):
+    _, heldout = split
+    judges.save(tmp_path / "judges")
+    files = sorted(p.relative_to(tmp_path / "judges").as_posix() for p in (tmp_path / "judges").rglob("*.*"))
+    assert files == [
+        "finding/config.json",
+        "finding/model.safetensors",
+        "judges.json",
+        "modality/config.json",
+        "modality/model.safetensors",
+    ]
+    loaded = ImageJudges.load(tmp_path / "judges")
+    x = judge_images(heldout["image"][:16], 32)
+    for before, after in ((judges.modality, loaded.modality), (judges.finding, loaded.finding)):
+        assert after.config == before.config
+        torch.testing.assert_close(after.eval()(x), before.eval()(x))
+    assert (
+        json.loads((tmp_path / "judges" / "judges.json").read_text())["finding"]["labels"]
+        == judges.finding.labels
+    )
+
+
+def test_loading_a_folder_without_judges_says_how_to_train_them(tmp_path):
+    with pytest.raises(FileNotFoundError, match="hf-meddiff judges train"):
+        ImageJudges.load(tmp_path)
+    (tmp_path / "modality").mkdir()
+    with pytest.raises(FileNotFoundError, match="model.safetensors|config.json"):
+        ImageJudge.from_pretrained(tmp_path / "modality")
+
+
+def test_real_halves_are_closer_than_real_and_noise_in_judge_features(judges, split):
+    _, heldout = split
+    real = judge_images(heldout["image"], 32)
+    noise = torch.rand_like(real)
+    scores = domain_fid_kid(real, noise, judges.feature_extractor())
+    assert scores["fid_floor"] < scores["fid"] / 5
+    assert scores["kid_floor_mean"] < scores["kid_mean"] / 5
+    assert (scores["n_real"], scores["n_generated"]) == (len(real), len(real))
+    # a generator that returns the reference images scores exactly the floor's distances (same halves)
+    same = domain_fid_kid(real, real, judges.feature_extractor())
+    assert same["fid"] == pytest.approx(same["fid_floor"]) and same["kid_mean"] == pytest.approx(
+        same["kid_floor_mean"]
+    )
+
+
+def test_frechet_and_kernel_distances_agree_with_torchmetrics():
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())
+    real, fake = torch.rand(60, 3, 16, 16) * 0.6, 0.2 + torch.rand(60, 3, 16, 16) * 0.8
+    reference = image_generation_scores(
+        real, fake, feature_extractor=encoder, kid_subset_size=60, kid_subsets=1
+    )
+    a, b = extract_features(real, encoder), extract_features(fake, encoder)
+    assert frechet_distance(a, b) == pytest.approx(reference["fid"], rel=1e-3)
+    assert kernel_distance(a, b, subset_size=60, subsets=1)[0] == pytest.approx(
+        reference["kid_mean"], rel=1e-3
+    )
+
+
+class _EchoPipe:
+    """A generator that 'draws' the reference image of each report (or noise): the judges' upper and lower
+    bounds."""
+
+    def __init__(self, rows, noise: bool = False):
+        self.by_report = dict(zip(rows["report"], rows["image"]))
+        self.noise = noise
+        self.model = SimpleNamespace(name_or_path=None)
+
+    def __call__(self, prompt, **kwargs):
+        images = [self.by_report[p].convert("RGB") for p in prompt]
+        if self.noise:
+            rng = np.random.default_rng(0)
+            images = [PIL.Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for i in images]
+        return SimpleNamespace(images=images)
+
+
+@pytest.mark.parametrize("noise", [False, True])
+def test_report_to_image_table_has_judge_rows_beside_real_image_references(judges, split, tmp_path, noise):
+    _, heldout = split
+    judges.save(tmp_path / "judges")
+    config = EvaluationConfig(
+        output_dir=str(tmp_path), judges=str(tmp_path / "judges"), image_metrics=True, progress=False
+    )
+    results = EvaluationResults(summary={})
+    evaluate_text_to_image(_EchoPipe(heldout, noise), None, heldout, config, results, tmp_path)
+    image = results.summary["image"]
+    assert image["n"] == len(heldout)
+    if noise:
+        assert image["modality_recognised"] < image["modality_accuracy_real"] - 0.3
+        assert image["fid_judge"] > 5 * image["fid_judge_floor"]
+    else:
+        assert image["modality_recognised"] == image["modality_accuracy_real"]
+        assert image["finding_recognised"] == image["finding_accuracy_real"]
+        assert image["fid_judge"] == pytest.approx(image["fid_judge_floor"])
+    text = results_to_markdown(results.summary)
+    for row in (
+        "modality recognised %",
+        "finding recognised %",
+        "FID, judge features",
+        "KID, judge features",
+    ):
+        assert f"| {row} |" in text
+    assert "| report-to-image (n = " in text and "real images (reference / floor)" in text
+    assert f"judges from {tmp_path / 'judges'}" in text
+
+
+def test_evaluation_trains_judges_on_the_training_split_and_caches_them(tmp_path):
+    judges, note = judges_for_evaluation(None, None, None, tmp_path, train=True)
+    assert judges is None and "hf-meddiff judges train" in note
+    judges, note = judges_for_evaluation(None, None, None, tmp_path, train=False)
+    assert judges is None and "skipped" in note
+    judges, note = judges_for_evaluation(None, "medphantom", None, tmp_path, num_cases=40, progress=False)
+    assert judges is not None and "trained on the train split" in note
+    assert (tmp_path / "judges" / "modality" / "model.safetensors").is_file()
+    again, note = judges_for_evaluation(None, "medphantom", None, tmp_path, num_cases=40, progress=False)
+    assert "cached" in note and again.modality.labels == judges.modality.labels
+
+
+def test_judges_train_command_writes_judges_and_heldout_accuracy(tmp_path, capsys):
+    from hf_meddiff.cli import main
+    from hf_meddiff.evaluation import save_canonical
+
+    save_canonical(
+        make_phantom_dataset(60, seed=1, image_size=32, modalities=("ct", "oct")), tmp_path / "data"
+    )
+    out = tmp_path / "judges"
+    status = main(
+        ["judges", "train", "--data", str(tmp_path / "data"), "--output_dir", str(out), "--epochs", "1",
+         "--no_progress"]
+    )  # fmt: skip
+    assert status == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["output_dir"] == str(out) and 0 <= info["modality"]["heldout_accuracy"] <= 1
+    assert ImageJudges.load(out).modality.labels == ["ct", "oct"]
+    assert main(["judges", "fit"]) == 2
