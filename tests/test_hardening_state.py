@@ -170,6 +170,7 @@ print("STOPPED", trainer.stopped_by_signal, trainer.epoch, flush=True)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_ctrl_c_during_ddpo_save_a_checkpoint(tmp_path, signum):
     code = textwrap.dedent(SIGNAL_CHILD).format(tests=str(REPO / "tests"), out=str(tmp_path / "run"))
