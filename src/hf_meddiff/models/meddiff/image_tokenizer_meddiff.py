@@ -40,6 +40,22 @@ VQ_PRESETS: dict[str, dict[str, Any]] = {
             "sample_size": 64,
         },
     },
+    "embedded16": {
+        "image_size": 64,
+        "vq_config": {
+            "in_channels": 3,
+            "out_channels": 3,
+            "down_block_types": ["DownEncoderBlock2D"] * 3,
+            "up_block_types": ["UpDecoderBlock2D"] * 3,
+            "block_out_channels": [16, 32, 64],
+            "layers_per_block": 1,
+            "latent_channels": 16,
+            "num_vq_embeddings": 512,
+            "norm_num_groups": 8,
+            "mid_block_add_attention": False,
+            "sample_size": 64,
+        },
+    },
     "tiny": {
         "image_size": 32,
         "vq_config": {
