@@ -54,6 +54,9 @@ class Size:
     grpo_batch_size: int = 8
     num_generations: int = 4
     eval_samples: int = 64  # held-out rows scored per model
+    report_length: int = 80  # GRPO canvas of reports (as the SFT recipe trains them)
+    rl_image_steps: int = 8  # MaskGIT steps of GRPO's image rollouts and of the cycle / inpainting rewards
+    judge_epochs: int = 8  # image judges (report-to-image FID / KID features)
 
     @classmethod
     def quick(cls) -> Size:
@@ -69,6 +72,9 @@ class Size:
             grpo_batch_size=4,
             num_generations=2,
             eval_samples=8,
+            report_length=12,
+            rl_image_steps=2,
+            judge_epochs=1,
         )
 
 
@@ -301,6 +307,23 @@ def cached_reasoner_rl(size: Size, seed: int, style: str) -> str:
         run_grpo(folder / "model", reasoner, data, size, seed=seed, extra=reasoning_grpo_args(style))
 
     return str(cached("reasoner-rl", settings, build, SFT_RECIPE, RECIPES / "grpo_vqa.yaml") / "model")
+
+
+def cached_judges(size: Size, seed: int) -> str:
+    """Image judges (modality / finding classifiers whose features give the domain FID / KID of report-to-image)
+    trained on the real training images of the base's data, cached."""
+    settings = {"kind": "judges", "size": asdict(size), "seed": seed}
+
+    def build(folder: Path) -> None:
+        from hf_meddiff.evaluation.judges import train_judges
+
+        ds = make_data(size, seed, expand=False)
+        train = ds.select([i for i, s in enumerate(ds["split"]) if s == "train"])
+        heldout = ds.select([i for i, s in enumerate(ds["split"]) if s == "validation"])
+        judges = train_judges(train, heldout, epochs=size.judge_epochs, seed=seed, progress=False)
+        judges.save(folder / "judges")
+
+    return str(cached("judges", settings, build) / "judges")
 
 
 def format_compliance(texts: Sequence[str], style: str) -> float | None:
