@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -104,3 +106,78 @@ def test_short_fit_improves_reconstruction():
     tok2, stats2 = train_image_tokenizer(images[:8], preset="tiny", steps=2, batch_size=4, progress=False)
     tok3, stats3 = train_image_tokenizer(images[:8], preset="tiny", steps=2, batch_size=4, progress=False)
     assert torch.equal(tok2.encode(pixels[:4]), tok3.encode(pixels[:4]))
+
+
+def test_embedded16_preset_geometry():
+    tok = MedDiffImageTokenizer.from_config_preset("embedded16")
+    assert (tok.image_size, tok.grid_size, tok.num_image_tokens) == (64, 16, 256)
+    assert tok.encode(torch.zeros(1, 3, 64, 64)).shape == (1, 256)
+
+
+def test_folder_saved_with_the_first_embedded_architecture_still_loads(tmp_path):
+    # the 8x8 tokenizer the demo saved before the presets were retuned: 4 blocks [16, 32, 32, 64], 256 codes
+    vq = VQModel(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 32, 32, 64),
+        layers_per_block=1,
+        latent_channels=16,
+        num_vq_embeddings=256,
+        norm_num_groups=8,
+        mid_block_add_attention=False,
+        sample_size=64,
+    )
+    MedDiffImageTokenizer(vq).save_pretrained(tmp_path / "image_tokenizer")
+    loaded = MedDiffImageTokenizer.from_pretrained(tmp_path, subfolder="image_tokenizer")
+    assert (loaded.grid_size, loaded.codebook_size) == (8, 256)
+    assert loaded.vq_model.config.block_out_channels == [16, 32, 32, 64]
+    assert loaded.decode(loaded.encode(torch.zeros(2, 3, 64, 64))).shape == (2, 3, 64, 64)
+
+
+def test_ema_codebook_follows_the_encoder_and_loss_codebook_still_trains():
+    images = _blob_images(16)
+    tok, stats = train_image_tokenizer(images, preset="tiny", steps=4, batch_size=8, progress=False)
+    codebook = tok.vq_model.quantize.embedding.weight
+    assert codebook.grad is None  # moved by moving averages, not by the optimiser
+    assert stats["codebook_usage"] > 0.0 and math.isfinite(stats["psnr"])
+    tok2, stats2 = train_image_tokenizer(
+        images,
+        preset="tiny",
+        steps=4,
+        batch_size=8,
+        codebook_update="loss",
+        kmeans_init=False,
+        progress=False,
+    )
+    assert tok2.vq_model.quantize.embedding.weight.grad is not None
+    assert math.isfinite(stats2["psnr"])
+
+
+def test_kmeans_initialisation_uses_more_codes_than_random_samples():
+    images = _blob_images(16)
+    pixels = images_to_tensor(images, 32)
+    kmeans, _ = train_image_tokenizer(images, preset="tiny", steps=1, batch_size=16, lr=1e-9, progress=False)
+    random_init, _ = train_image_tokenizer(
+        images, preset="tiny", steps=1, batch_size=16, lr=1e-9, kmeans_init=False, progress=False
+    )
+    used = evaluate_image_tokenizer(kmeans, pixels)["codebook_usage"]
+    assert used >= evaluate_image_tokenizer(random_init, pixels)["codebook_usage"]
+
+
+def test_preset_training_defaults_apply_when_not_given(monkeypatch):
+    from hf_meddiff import image_tokenizer
+
+    monkeypatch.setitem(image_tokenizer.TRAINING_DEFAULTS, "tiny", {"steps": 2, "batch_size": 4, "lr": 1e-3})
+    _, stats = train_image_tokenizer(_blob_images(8), preset="tiny", progress=False)
+    assert stats["steps"] == 2
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("codebook_update", "adam"), ("recon_loss", "huber"), ("ema_decay", 1.0), ("steps", 0)],
+)
+def test_bad_training_options_name_the_value(option, value):
+    with pytest.raises(ValueError, match=str(value)):
+        train_image_tokenizer(_blob_images(4), preset="tiny", progress=False, **{option: value})
