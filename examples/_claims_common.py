@@ -56,6 +56,7 @@ class Size:
     eval_samples: int = 64  # held-out rows scored per model
     report_length: int = 80  # GRPO canvas of reports (as the SFT recipe trains them)
     rl_image_steps: int = 8  # MaskGIT steps of GRPO's image rollouts and of the cycle / inpainting rewards
+    reasoning_steps: int = 32  # denoising steps of a 96-token reasoning rollout in GRPO / rejection sampling
     judge_epochs: int = 8  # image judges (report-to-image FID / KID features)
 
     @classmethod
@@ -74,6 +75,7 @@ class Size:
             eval_samples=8,
             report_length=12,
             rl_image_steps=2,
+            reasoning_steps=8,
             judge_epochs=1,
         )
 
@@ -273,9 +275,10 @@ def reasoning_sft_args(style: str, length: int = REASONING_LENGTH) -> list[str]:
     ]  # fmt: skip
 
 
-def reasoning_grpo_args(style: str, length: int = REASONING_LENGTH) -> list[str]:
+def reasoning_grpo_args(style: str, size: Size, length: int = REASONING_LENGTH) -> list[str]:
     """GRPO flags (over trainers/grpo_vqa.yaml) for reasoning rows in `style` with accuracy + format rewards."""
     return [
+        "--diffusion_steps", str(size.reasoning_steps),
         "--tasks", "reasoning",
         "--reasoning_style", style,
         "--rewards", "accuracy", "format",
@@ -304,7 +307,7 @@ def cached_reasoner_rl(size: Size, seed: int, style: str) -> str:
 
     def build(folder: Path) -> None:
         data = str(Path(cached_base(size, seed)).parent / "data" / "data.parquet")
-        run_grpo(folder / "model", reasoner, data, size, seed=seed, extra=reasoning_grpo_args(style))
+        run_grpo(folder / "model", reasoner, data, size, seed=seed, extra=reasoning_grpo_args(style, size))
 
     return str(cached("reasoner-rl", settings, build, SFT_RECIPE, RECIPES / "grpo_vqa.yaml") / "model")
 

@@ -3,7 +3,7 @@
 Three models answer the same held-out MedPhantom test rows with a grounded-reasoning prompt (think-before by
 default): the shared SFT base (VQA / report / report-to-image pretraining, no reasoning), the base fine-tuned on
 annotated rationales (SFT) and that model after GRPO with accuracy + format rewards (RL). The length of each answer
-in tokens (the model's tokenizer, special tokens left out) is histogrammed for all answers and for the correct ones,
+in words (whitespace-separated, tags split off) is histogrammed for all answers and for the correct ones,
 one panel per model, saved as a PNG; the table gives the mean length and the accuracy.
 
     python examples/claim_answer_length.py --output-dir outputs/claims/answer_length
@@ -34,11 +34,11 @@ from _claims_common import (
 STAGES = ("base", "SFT", "RL")
 
 
-def token_lengths(model_dir: str, texts: list[str]) -> list[int]:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+def word_lengths(texts: list[str]) -> list[int]:
+    """Answer lengths in whitespace-separated words, each tag (`<think>`, `</answer>`, ...) one word of its own.
+    Words, not tokens: re-tokenising a decoded text that holds broken byte
+    fragments (a weak model's output) counts several tokens per character."""
+    return [len(text.replace("<", " <").replace(">", "> ").split()) for text in texts]
 
 
 def plot_histograms(lengths: dict[str, dict[str, list[int]]], path: Path, title: str) -> Path:
@@ -47,8 +47,8 @@ def plot_histograms(lengths: dict[str, dict[str, list[int]]], path: Path, title:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    top = max([REASONING_LENGTH, *[n for stage in lengths.values() for n in stage["all"]]])
-    bins = list(range(0, top + 9, 8))
+    top = max([8, *[n for stage in lengths.values() for n in stage["all"]]])
+    bins = list(range(0, top + 5, max(1, top // 20)))
     fig, axes = plt.subplots(1, len(lengths), figsize=(4.2 * len(lengths), 3.4), sharey=True)
     axes = axes if len(lengths) > 1 else [axes]
     for ax, (stage, values) in zip(axes, lengths.items()):
@@ -61,7 +61,7 @@ def plot_histograms(lengths: dict[str, dict[str, list[int]]], path: Path, title:
             label=f"correct (n={len(values['correct'])})",
         )
         ax.set_title(stage)
-        ax.set_xlabel("answer length (tokens)")
+        ax.set_xlabel("answer length (words)")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=1, frameon=False, fontsize=8)
     axes[0].set_ylabel("answers")
     fig.suptitle(title, fontsize=10)
@@ -102,7 +102,7 @@ def main() -> None:
                 reasoning_gen_length=REASONING_LENGTH, vqa_scoring="generate",
             )  # fmt: skip
             entries = predictions(summary, "reasoning")
-            counts = token_lengths(model, [e["prediction"] for e in entries])
+            counts = word_lengths([e["prediction"] for e in entries])
             correct = [n for n, e in zip(counts, entries) if e["score"] >= 1.0]
             lengths[stage]["all"] += counts
             lengths[stage]["correct"] += correct
@@ -116,7 +116,7 @@ def main() -> None:
         run.out / "answer_length_histograms.png",
         f"Answer length on held-out MedPhantom ({args.style}; {args.seeds} seed(s) pooled)",
     )
-    headers = ["model", "accuracy %", "mean length, all (tokens)", "mean length, correct (tokens)", "answers"]
+    headers = ["model", "accuracy %", "mean length, all (words)", "mean length, correct (words)", "answers"]
     rows = [
         [
             stage,
@@ -128,8 +128,8 @@ def main() -> None:
         for stage in STAGES
     ]
     notes = [
-        f"Histograms: `{png}`. Lengths in tokens of the generated text without special tokens, canvas "
-        f"{REASONING_LENGTH}; base = the shared SFT base (never trained to reason), SFT = base + reasoning SFT "
+        f"Histograms: `{png}`. Lengths in words of the generated text (tags split off), canvas "
+        f"{REASONING_LENGTH} tokens; base = the shared SFT base (never trained to reason), SFT = base + reasoning SFT "
         f"({args.style}), RL = SFT + GRPO (accuracy + format). Mean ± std over seeds."
     ]
     run.finish(

@@ -44,7 +44,7 @@ STYLE = "think_before"
 ARMS = ("RS-SFT", "RS-SFT -> GRPO", "GRPO from base")
 
 
-def sampler(model_dir: str, batch_size: int, seed: int):
+def sampler(model_dir: str, batch_size: int, seed: int, steps: int):
     """`generate(items, num_samples)` for `build_reasoning_dataset`: rationales sampled at temperature 1."""
     import torch
 
@@ -55,7 +55,7 @@ def sampler(model_dir: str, batch_size: int, seed: int):
     model, processor = load_model_and_processor(model_dir)
     model.eval()
     pipe = pipeline_for(model, processor)
-    kwargs = text_generation_overrides(model, REASONING_LENGTH, None, temperature=1.0)
+    kwargs = text_generation_overrides(model, REASONING_LENGTH, steps, temperature=1.0)
     torch.manual_seed(seed)
 
     def generate(items: list[dict], num_samples: int) -> list[list[str]]:
@@ -108,7 +108,7 @@ def main() -> None:
 
         # 1. rejection sampling
         accepted, report = build_reasoning_dataset(
-            pool, mode="rejection", style=STYLE, generate=sampler(reasoner, 16, seed),
+            pool, mode="rejection", style=STYLE, generate=sampler(reasoner, 16, seed, size.reasoning_steps),
             num_samples=args.num_samples, max_accepted=2, return_report=True,
         )  # fmt: skip
         print(f"seed {seed}: {report}", flush=True)
@@ -132,12 +132,12 @@ def main() -> None:
             )  # fmt: skip
             models["RS-SFT -> GRPO"] = run_grpo(
                 folder / "rs_sft_grpo", models["RS-SFT"], base_data, size, seed=seed,
-                extra=reasoning_grpo_args(STYLE),
+                extra=reasoning_grpo_args(STYLE, size),
             )  # fmt: skip
         else:
             print(f"seed {seed}: no rationale accepted; the RS-SFT arm is skipped", flush=True)
         models["GRPO from base"] = run_grpo(
-            folder / "grpo_base", base, base_data, size, seed=seed, extra=reasoning_grpo_args(STYLE)
+            folder / "grpo_base", base, base_data, size, seed=seed, extra=reasoning_grpo_args(STYLE, size)
         )
 
         # 3. evaluation on the same held-out rows

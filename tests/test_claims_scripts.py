@@ -87,6 +87,6 @@ def test_answer_length_quick_run_writes_table_json_and_histograms(tmp_path):
     assert "| model | accuracy % |" in done.stdout and "wall time" in done.stdout
     record = json.loads((out / "claim_answer_length.json").read_text())
     assert set(record["per_seed"]) == {"base", "SFT", "RL"} and record["seeds"] == [0]
-    assert len(record["lengths"]["RL"]["all"]) == record["size"]["eval_samples"]
+    assert 0 < len(record["lengths"]["RL"]["all"]) <= record["size"]["eval_samples"]
     png = out / "answer_length_histograms.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
