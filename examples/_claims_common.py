@@ -448,6 +448,7 @@ class Run:
     def __init__(self, name: str, args: argparse.Namespace, size: Size):
         self.name, self.args, self.size = name, args, size
         self.start = time.time()
+        self.cpu_start = time.process_time()
         self.out = Path(args.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.command = "python " + " ".join([f"examples/{name}.py", *sys.argv[1:]])
@@ -458,6 +459,7 @@ class Run:
     ) -> str:
         """Print and write `<output-dir>/<name>.md` (title, tables, notes, command, wall time) and `<name>.json`."""
         wall = time.time() - self.start
+        cpu = time.process_time() - self.cpu_start  # all threads of this process: the load-independent cost
         parts = [f"## {title}", "", *[t + "\n" for t in tables]]
         parts += [*notes, ""] if notes else []
         parts += [
@@ -471,6 +473,7 @@ class Run:
             "seeds": list(range(self.args.seeds)),
             "size": asdict(self.size),
             "wall_time_s": round(wall, 1),
+            "cpu_time_s": round(cpu, 1),
             **payload,
         }
         (self.out / f"{self.name}.json").write_text(
