@@ -463,7 +463,8 @@ class Run:
         parts = [f"## {title}", "", *[t + "\n" for t in tables]]
         parts += [*notes, ""] if notes else []
         parts += [
-            f"Command: `{self.command}` (seeds 0..{self.args.seeds - 1}); wall time {wall / 60:.1f} min."
+            f"Command: `{self.command}` (seeds 0..{self.args.seeds - 1}); wall time {wall / 60:.1f} min "
+            f"(CPU time {cpu / 60:.1f} min, all threads)."
         ]
         text = "\n".join(parts) + "\n"
         (self.out / f"{self.name}.md").write_text(text, encoding="utf-8")
