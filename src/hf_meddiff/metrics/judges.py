@@ -232,7 +232,7 @@ def train_judge(
     """Train an `ImageJudge` on real images and their label strings (labels are sorted into the judge's vocabulary).
 
     Augmentation is label-preserving only: horizontal flips and shifts of up to 1/16 of the side. AdamW with a
-    one-cycle schedule; `max_seconds` stops early (the schedule is not stretched).
+    warm-up and cosine schedule; `max_seconds` stops early (the schedule is not stretched).
 
     Args:
         images: PIL images / arrays, or a float tensor `[N, C, H, W]` in [0, 1].
@@ -256,8 +256,9 @@ def train_judge(
     steps_per_epoch = math.ceil(len(x) / batch_size)
     total = max(1, epochs * steps_per_epoch)
     optimizer = torch.optim.AdamW(judge.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=learning_rate, total_steps=total, pct_start=0.2
+    warmup = max(1, total // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / total))
     )
     shift = max(1, x.shape[-1] // 16)
     bar = _progress(total, f"{task} judge", progress)
