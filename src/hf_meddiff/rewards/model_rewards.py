@@ -171,6 +171,13 @@ class _PipelineReward:
             kwargs.pop("gen_length", None)
             response_ids = torch.as_tensor(response_ids).long().to(model.device)
             response_keep_mask = torch.as_tensor(response_keep_mask).bool().to(model.device)
+        if response_ids is None and kwargs.get("steps") is not None:
+            # A step budget that does not split evenly over the semi-autoregressive blocks is rounded up to the
+            # next multiple of the number of blocks (every block gets the same number of steps).
+            gen_length = int(kwargs.get("gen_length") or config.gen_length)
+            block = int(kwargs.get("block_length") or config.block_length or gen_length)
+            blocks = max(1, gen_length // max(1, block))
+            kwargs["steps"] = -(-int(kwargs["steps"]) // blocks) * blocks
         batch = self.processor(
             image_ids=codes.cpu(),
             text=["" if q is None else q for q in questions],
