@@ -162,7 +162,7 @@ def test_report_to_image_table_has_judge_rows_beside_real_image_references(judge
         "FID, judge features",
         "KID, judge features",
     ):
-        assert f"| {row} |" in text
+        assert f"| {row}" in text
     assert "| report-to-image (n = " in text and "real images (reference / floor)" in text
     assert f"judges from {tmp_path / 'judges'}" in text
 

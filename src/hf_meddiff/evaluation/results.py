@@ -48,6 +48,7 @@ def _pct(value: Any) -> str:
 _T2I_ROWS = (
     ("modality recognised %", "modality_recognised", "modality_accuracy_real", _pct),
     ("finding recognised %", "finding_recognised", "finding_accuracy_real", _pct),
+    ("finding recognised / accuracy on real", "finding_recognised_vs_real", None, _pct),
     ("FID, judge features", "fid_judge", "fid_judge_floor", _fmt),
     ("KID, judge features", "kid_judge", "kid_judge_floor", _fmt),
 )
