@@ -25,11 +25,32 @@ def demo_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_second_demo_run_reuses_the_finished_stages(demo_run, capsys):
+    code, out = demo_run
+    assert code == 0
+    first = json.loads((out / "summary.json").read_text())
+    argv = ["demo", "--quick", "--output-dir", str(out), "--num-cases", "40", "--tokenizer-steps", "3"]
+    argv += ["--max-steps", "2", "--eval-samples", "4"]
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("cached: finished by a previous run with the same options") == 5
+    second = json.loads((out / "summary.json").read_text())
+    assert second["stages"]["rl"]["model"] == first["stages"]["rl"]["model"]
+    assert second["seconds"] < 30
+    # other options: nothing is reused
+    from hf_meddiff.demo import DemoOptions, _cached_stages
+
+    assert _cached_stages(out, DemoOptions(output_dir=str(out), quick=True, num_cases=41)) == {}
+
+
+@pytest.mark.slow
 def test_quick_demo_runs_every_stage_and_writes_the_table(demo_run, capsys):
     code, out = demo_run
     summary = json.loads((out / "summary.json").read_text())
     assert code == 0, summary
-    assert [s["status"] for s in summary["stages"].values()] == ["done"] * 4
+    assert list(summary["stages"]) == ["data", "tokenizers", "pretraining", "rl", "evaluation"]
+    assert [s["status"] for s in summary["stages"].values()] == ["done"] * 5
     assert (out / "data" / "data.parquet").is_file()
     report = json.loads((out / "tokenizers" / "tokenizer_report.json").read_text())
     assert 0 < report["image_tokenizer"]["heldout"]["mse"] < 1
@@ -37,7 +58,18 @@ def test_quick_demo_runs_every_stage_and_writes_the_table(demo_run, capsys):
     assert (out / "model" / "model.safetensors").is_file()
     assert (out / "model" / "image_tokenizer" / "config.json").is_file()
 
-    results = json.loads((out / "eval" / "results.json").read_text())
+    assert (out / "rl-model" / "model.safetensors").is_file() and (out / "reward_curves.png").is_file()
+    table = (out / "eval" / "before_after.md").read_text()
+    assert "| Metric | SFT | SFT + GRPO | Change | |" in table and "| VQA accuracy |" in table
+    assert "gains" in table and "losses" in table
+    card = (out / "rl-model" / "README.md").read_text()
+    assert "model-index" in card and "Not for clinical decisions" in card and "SFT + GRPO" in card
+    rl_results = json.loads((out / "eval" / "rl" / "results.json").read_text())
+    assert rl_results["dataset"]["num_samples"] == json.loads((out / "eval" / "sft" / "results.json").read_text())[
+        "dataset"
+    ]["num_samples"]
+
+    results = json.loads((out / "eval" / "sft" / "results.json").read_text())
     assert results["dataset"]["split"] == "test"
     assert 0 <= results["vqa"]["accuracy"] <= 1 and results["vqa"]["chance"] == pytest.approx(0.25)
     assert set(results["vqa"]["per_modality"]) <= {
@@ -53,7 +85,7 @@ def test_quick_demo_runs_every_stage_and_writes_the_table(demo_run, capsys):
     assert {"bleu_1", "rouge_l", "cider", "clinical_efficacy"} <= set(results["report"])
     ranked = results["vqa_ranked"]  # every quick-demo question is multiple choice
     assert ranked["n"] == results["vqa"]["n"] and 0 <= ranked["accuracy"] <= 1
-    markdown = (out / "eval" / "results.md").read_text()
+    markdown = (out / "eval" / "sft" / "results.md").read_text()
     assert (
         "| Visual question answering | Accuracy |" in markdown
         and "| Visual question answering (option ranking) | Accuracy |" in markdown
@@ -61,9 +93,9 @@ def test_quick_demo_runs_every_stage_and_writes_the_table(demo_run, capsys):
         and "ROUGE-L" in markdown
     )
     for name in ("t2i_grid.png", "vqa_examples.png", "training_curves.png"):
-        with Image.open(out / "eval" / name) as image:
+        with Image.open(out / "eval" / "sft" / name) as image:
             assert image.size[0] > 200
-    lines = (out / "eval" / "predictions.jsonl").read_text().splitlines()
+    lines = (out / "eval" / "sft" / "predictions.jsonl").read_text().splitlines()
     assert {json.loads(line)["task"] for line in lines} == {"vqa", "vqa_ranked", "report"}
 
 
