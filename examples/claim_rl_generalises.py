@@ -33,7 +33,9 @@ from _claims_common import (
     size_from_args,
 )
 
-from hf_meddiff.constants import MODALITIES, MULTIPLE_CHOICE_TYPES
+from hf_meddiff.constants import MODALITIES, QUESTION_TYPES
+
+MULTIPLE_CHOICE_TYPES = tuple(t for t in QUESTION_TYPES if t != "open")
 
 ARMS = ("base", "SFT", "GRPO")
 AXES = {
