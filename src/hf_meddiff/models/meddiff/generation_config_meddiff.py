@@ -47,6 +47,13 @@ class MedDiffGenerationConfig(GenerationConfig):
             the whole sequence every step; `"prefix"` caches the keys/values before the current block (refreshed
             at each block start) and recomputes the block and what follows; `"dual"` also caches what follows and
             recomputes only the block.
+        cache_refresh_interval (`int`, defaults to 1): with a block cache, recompute the whole sequence at the
+            start of every `cache_refresh_interval`-th block (1: every block, as Fast-dLLM). At the other block
+            starts only the positions from the previous block on (dual: the previous and the current block;
+            prefix: everything from the previous block) are recomputed against the cache and written into it, so
+            the just-decoded block is cached with its tokens while the prompt and the masked tail keep their
+            older keys/values: far fewer computed positions per block on long outputs (approximate, like the
+            cache itself).
         eos_early_stop (`bool`, defaults to `True`): stop a row once an end-of-sequence token is committed and
             every position before it is decoded (the output is the same; fewer passes).
 
@@ -94,6 +101,7 @@ class MedDiffGenerationConfig(GenerationConfig):
         self.remasking: str = kwargs.pop("remasking", "low_confidence")
         self.threshold: float | None = kwargs.pop("threshold", None)
         self.cache_mode: str = kwargs.pop("cache_mode", "none")
+        self.cache_refresh_interval: int = kwargs.pop("cache_refresh_interval", 1)
         self.eos_early_stop: bool = kwargs.pop("eos_early_stop", True)
 
         self.image_steps: int = kwargs.pop("image_steps", 12)
@@ -144,6 +152,7 @@ class MedDiffGenerationConfig(GenerationConfig):
         if self.steps is not None:
             positive_int("steps")
         positive_int("image_steps")
+        positive_int("cache_refresh_interval")
         if self.block_length is not None:
             positive_int("block_length")
             if self.gen_length % self.block_length != 0:

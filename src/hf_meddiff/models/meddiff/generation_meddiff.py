@@ -191,11 +191,15 @@ class MedDiffGenerationMixin:
         end: int,
         cache_mode: str,
         cache: Any,
+        refresh_from: int | None = None,
     ) -> tuple[torch.Tensor, Any]:
         """Logits [B, end - start, V] of positions [start, end) of `canvas`.
 
         `cache is None` runs the whole sequence (and, with a cache mode, returns a fresh cache of all positions);
-        otherwise runs the block (dual) or the block and everything after it (prefix) against the cache.
+        with `refresh_from` (a partial refresh) it runs positions `[refresh_from, end)` (dual) or
+        `[refresh_from, L)` (prefix) against the cache and writes their keys/values into it; otherwise it runs the
+        block (dual) or the block and everything after it (prefix) against the cache. A prefix cache is returned
+        cropped to `start`.
         """
         if cache_mode == "none":
             return self(input_ids=canvas, attention_mask=attention_mask).logits[:, start:end], None
@@ -205,6 +209,18 @@ class MedDiffGenerationMixin:
             if cache_mode == "prefix":
                 cache = _cropped(cache, start)
             return out.logits[:, start:end], cache
+        if refresh_from is not None:
+            stop = end if cache_mode == "dual" else canvas.shape[1]
+            logits = self(
+                input_ids=canvas[:, refresh_from:stop],
+                attention_mask=attention_mask,
+                cache=cache,
+                cache_start=refresh_from,
+                update_cache=True,
+            ).logits
+            if cache_mode == "prefix":
+                cache = _cropped(cache, start)
+            return logits[:, start - refresh_from : end - refresh_from], cache
         if cache_mode == "prefix":
             logits = self(
                 input_ids=canvas[:, start:],
@@ -316,47 +332,67 @@ class MedDiffGenerationMixin:
         row_steps = torch.zeros(batch_size, dtype=torch.long, device=device)
         finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
         num_passes, global_step = 0, 0
-        banned = self._text_banned_ids(config)
+        banned = self._text_banned_ids(config).to(device)
+        cached = config.cache_mode != "none"
+        # with a block cache, rows whose block is decoded leave the step batch at once (their cache rows are
+        # dropped); a single shared generator keeps the whole batch so that its random stream stays the same
+        shrink = cached and not isinstance(generator, torch.Generator)
+        cache, cache_rows, stale_from = None, None, None
 
         for block in range(config.num_blocks):
             start = prompt_length + block * block_length
             end = start + block_length
             rel = slice(start - prompt_length, end - prompt_length)
-            # rows that finished in earlier blocks leave the batch (the block cache is rebuilt here anyway)
+            # rows that finished in earlier blocks leave the batch (and the block cache)
             live = (~finished).nonzero().squeeze(1)
-            live_generator = (
-                [generator[i] for i in live.tolist()] if isinstance(generator, list) else generator
-            )
-            live_attention = full_attention[live]
+            if cache is not None and live.numel() != cache_rows.numel():
+                cache.batch_select_indices(torch.searchsorted(cache_rows, live))
+            cache_rows = live
+            if block % config.cache_refresh_interval == 0:
+                cache = None  # a full refresh at this block start
+            refresh_from = stale_from if cache is not None else None
+            rows, step_cache = live, cache
+            attention = full_attention[live]
             schedule = num_transfer_tokens((canvas[live, start:end] == mask_id).sum(1), steps_per_block)
-            cache, step = None, 0
+            step = 0
             while True:
-                block_masked = canvas[live, start:end] == mask_id
-                active = block_masked.any(1) & ~finished[live]
+                block_masked = canvas[rows, start:end] == mask_id
+                active = block_masked.any(1) & ~finished[rows]
                 if not active.any():
                     break
-                # 1. denoise: logits for the block (full recompute, or against the block cache)
-                logits, cache = self._denoiser_logits(
-                    canvas[live], live_attention, start, end, config.cache_mode, cache
+                if shrink and step > 0 and not bool(active.all()):
+                    keep = active.nonzero().squeeze(1)
+                    rows, block_masked, active = rows[keep], block_masked[keep], active[keep]
+                    schedule, attention = schedule[keep], attention[keep]
+                    step_cache = copy.copy(step_cache)
+                    step_cache.key_cache = [k[keep] for k in step_cache.key_cache]
+                    step_cache.value_cache = [v[keep] for v in step_cache.value_cache]
+                row_generator = (
+                    [generator[i] for i in rows.tolist()] if isinstance(generator, list) else generator
                 )
+                # 1. denoise: logits for the block (full recompute, a cache refresh, or against the block cache)
+                logits, new_cache = self._denoiser_logits(
+                    canvas[rows], attention, start, end, config.cache_mode, step_cache, refresh_from
+                )
+                if step == 0 and cached:
+                    cache = step_cache = new_cache
+                    stale_from, refresh_from = start, None
                 num_passes += 1
-                logits = logits.float().masked_fill(banned.to(logits.device), float("-inf"))
+                logits = logits.float().masked_fill(banned, float("-inf"))
                 # 2. sample a token for every position and score it
                 tokens, probs = sample_tokens(
-                    logits, config.temperature, config.top_k, config.top_p, live_generator, active
+                    logits, config.temperature, config.top_k, config.top_p, row_generator, active
                 )
-                scores, token_prob = confidence_scores(
-                    probs, tokens, config.remasking, live_generator, active
-                )
+                scores, token_prob = confidence_scores(probs, tokens, config.remasking, row_generator, active)
                 # 3. commit: the schedule's count, or every position above the threshold (never fewer)
                 count = schedule[:, min(step, steps_per_block - 1)].clamp_min(1)
                 if config.threshold is not None:
                     count = torch.maximum(count, ((token_prob > config.threshold) & block_masked).sum(1))
                 count = torch.where(active, count, torch.zeros_like(count))
                 committed = select_top(scores, block_masked, count)
-                canvas[live, start:end] = torch.where(committed, tokens, canvas[live, start:end])
-                trajectory[live, rel] = torch.where(committed, row_steps[live, None], trajectory[live, rel])
-                row_steps[live] += active.long()
+                canvas[rows, start:end] = torch.where(committed, tokens, canvas[rows, start:end])
+                trajectory[rows, rel] = torch.where(committed, row_steps[rows, None], trajectory[rows, rel])
+                row_steps[rows] += active.long()
                 # 4. early stop: EOS committed with everything before it decoded
                 if config.eos_early_stop and eos_id is not None:
                     finished = self._finish_rows(
@@ -367,8 +403,8 @@ class MedDiffGenerationMixin:
                         global_step,
                         {
                             "canvas": canvas,
-                            "committed": _scatter_rows(committed, live, batch_size),
-                            "tokens": _scatter_rows(tokens, live, batch_size),
+                            "committed": _scatter_rows(committed, rows, batch_size),
+                            "tokens": _scatter_rows(tokens, rows, batch_size),
                             "block": block,
                             "trajectory": trajectory,
                         },
