@@ -196,3 +196,20 @@ def test_judges_train_command_writes_judges_and_heldout_accuracy(tmp_path, capsy
     assert info["output_dir"] == str(out) and 0 <= info["modality"]["heldout_accuracy"] <= 1
     assert ImageJudges.load(out).modality.labels == ["ct", "oct"]
     assert main(["judges", "fit"]) == 2
+
+
+def test_judges_help_lists_the_training_options_without_importing_torch(capsys):
+    import subprocess
+    import sys
+
+    from hf_meddiff.cli import main
+
+    assert main(["judges", "--help"]) == 0
+    assert "hf-meddiff judges train" in capsys.readouterr().out
+    code = (
+        "import sys\nfrom hf_meddiff.cli import main\ntry:\n    main(['judges', 'train', '--help'])\n"
+        "except SystemExit:\n    pass\nassert 'torch' not in sys.modules, 'help imported torch'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "--max_train_samples" in result.stdout and "--num_threads" in result.stdout

@@ -726,10 +726,14 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 def _run_judges(argv: Sequence[str]) -> int:
     """`judges train`: the modality / finding image judges of report-to-image (hf_meddiff.evaluation.judges)."""
+    usage = (
+        "usage: hf-meddiff judges train [--data medphantom|PATH] [--output_dir DIR] (train --help: options)"
+    )
+    if list(argv[:1]) in (["--help"], ["-h"]):
+        print(usage)
+        return 0
     if not argv or argv[0] != "train":
-        raise CLIError(
-            "usage: hf-meddiff judges train [--data medphantom|PATH] [--output_dir DIR] (--help: options)"
-        )
+        raise CLIError(usage)
     from .evaluation.judges import JudgeTrainingConfig, train_judges_command
 
     description = "Train the modality and finding judges on a dataset's real training images; save them."
