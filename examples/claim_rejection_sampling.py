@@ -99,6 +99,7 @@ def main() -> None:
     acceptance: dict[str, dict[str, list]] = {"modality": {}, "question_type": {}, "overall": {"all": []}}
     arms: dict[str, dict[str, list]] = {arm: {"accuracy": [], "format": []} for arm in ARMS}
     accepted_rows: list[int] = []
+    rejected: list[dict[str, int]] = []  # per seed: samples rejected for no_answer / wrong_answer / no_think
     for seed in range(args.seeds):
         base = cached_base(size, seed)
         base_data = str(Path(base).parent / "data" / "data.parquet")
@@ -122,6 +123,7 @@ def main() -> None:
             for name, rate in rates.items():
                 acceptance[key].setdefault(name, []).append(rate)
         accepted_rows.append(len(accepted))
+        rejected.append(dict(report.rejected))
 
         # 2. the two arms
         folder = run.out / f"seed{seed}"
@@ -188,13 +190,13 @@ def main() -> None:
     ]
     notes = [
         f"{pool_size} training questions x {args.num_samples} samples per seed from the reasoner ({STYLE}); "
-        f"accepted rows per seed: {accepted_rows}. GRPO: {size.grpo_steps} steps, accuracy + format rewards "
+        f"accepted rows per seed: {accepted_rows}; rejected samples per seed by reason: {rejected}. GRPO: {size.grpo_steps} steps, accuracy + format rewards "
         f"(trainers/grpo_vqa.yaml). {size.eval_samples} held-out test rows; chance is 25 %. Mean ± std over seeds."
     ]
     run.finish(
         "Rejection-sampled reasoning data (GMAI-VL-R1)",
         tables,
-        {"acceptance": acceptance, "arms": arms, "accepted_rows": accepted_rows},
+        {"acceptance": acceptance, "arms": arms, "accepted_rows": accepted_rows, "rejected": rejected},
         notes,
     )
 
