@@ -1,29 +1,31 @@
-"""Generation benchmark: the vanilla LLaDA sampler vs the Fast-dLLM fast path vs an autoregressive model.
+"""Generation benchmark on a model that answers: the vanilla LLaDA sampler vs the Fast-dLLM fast path vs a same-size
+autoregressive model with a KV cache.
 
-One run, one machine, one process:
+1. **Model.** `--model PATH`: any saved MedDiff folder (e.g. the `model/` folder of `hf-meddiff demo`). Without it
+   the embedded SFT model is trained once by the project's recipe (`hf-meddiff sft --config
+   trainers/pretrain_embedded.yaml`, MedPhantom, about 15 minutes on 2 CPU cores) into
+   `~/.cache/hf-meddiff/bench/embedded-sft/` and reused by later runs (`--cache-dir` moves it).
+2. **Quality** on `--num-eval` (>= 100) held-out rows (the `test` split of the model's training data, read from its
+   `sft_recipe.json`, or `--data`): VQA accuracy (option text on the VQA canvas the model was trained with) and
+   report BLEU-1 / ROUGE-L (on the report canvas it was trained with, in its generation config's blocks), vanilla
+   vs fast, and the share of identical outputs. `quality_drop_points` is the larger of the VQA-accuracy and
+   BLEU-1 drops, in points.
+3. **Speed** on report prompts at generation lengths 256 and 1024 (`--lengths`), batch 1 and 8
+   (`--batch-sizes`), with and without EOS early stop: tokens/s (canvas tokens per second, the dLLM convention) for
+   (a) vanilla (one token per step, full recompute), (b) the fast path (`--threshold`, `--cache-mode`,
+   `--cache-refresh-interval`) and (c) a `LlamaForCausalLM` of the same size generating as many new tokens with
+   transformers `generate` and its KV cache (random weights, so it is told the length: without early stop the
+   whole canvas, with early stop as many tokens as the fast path's longest answer in the batch). The three run
+   interleaved, `--repeats` rounds in alternating order; medians are quoted.
+   Vanilla is timed over `--vanilla-steps` denoising steps and scaled to its steps: every vanilla step is one
+   forward of the whole canvas of the same shape, so its time per step is constant. Without early stop it takes
+   `gen_length` steps; with early stop it stops after the block of the first EOS (rows leave only at block ends),
+   taken from the fast path's answers (an upper bound, flagged `vanilla_estimate`).
+4. **Images**: forward passes per 256-token image (MaskGIT with classifier-free guidance).
 
-1. **Quality model.** A small MedDiff model (hidden 128, 4 layers, ~1M parameters; `--hidden-size` etc. change it)
-   is trained briefly (a few hundred steps, CPU) on
-   MedPhantom cases (`hf_meddiff.data.make_phantom_dataset`): multiple-choice VQA (response: the correct option's
-   text, e.g. `"ultrasound"`; accuracy = exact match)
-   and report writing (response = the report), responses padded with EOS to `--gen-length` as in LLaDA SFT.
-   Images enter as 8 x 8 tokens of a pooled-intensity quantiser (mean grey level x colour, 64 codes) that stands
-   in for a trained VQ tokenizer, so the benchmark needs no image-tokenizer training.
-2. **Text speed** on report prompts at `--gen-length` (256): tokens/s (gen_length canvas tokens per second, the
-   dLLM convention; also the rate of tokens up to the first EOS) and model forward passes per generated token,
-   for (a) the vanilla sampler (one token per step, full recompute, no early stop), (b) the fast path
-   (confidence threshold + dual block cache + EOS early stop), (b') the fast path without early stop, and
-   (c) a `LlamaForCausalLM` of identical size generating the same number of new tokens with transformers
-   `generate` and its KV cache (EOS disabled so it generates them all).
-3. **Quality retention** on held-out cases, fast vs vanilla: accuracy of the generated reports (the report names the
-   image's modality and anatomy; `accuracy_drop_points` in the JSON) and of the VQA answers, and exact output
-   agreement.
-4. **Images**: a model with a 16 x 16 grid (256 image tokens), MaskGIT with classifier-free guidance: forward
-   passes per image (the conditional and unconditional rows share one pass) and images/s.
+Run (CPU; the model must already be trained or be given):
 
-Run (CPU, a few minutes):
-
-    python benchmarks/bench_generation.py --json benchmark_generation.json
+    python benchmarks/bench_generation.py --model outputs/demo/model --json benchmark_generation.json
 
 `--quick` shrinks everything for a smoke run (numbers then mean little).
 """
@@ -31,193 +33,162 @@ Run (CPU, a few minutes):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import json
-import math
+import os
 import platform
+import statistics
+import subprocess
+import sys
 import time
-from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
 import torch
 
-from hf_meddiff import MedDiffConfig, MedDiffForMaskedDiffusion
-from hf_meddiff.constants import DEFAULT_TOKEN_IDS, MODALITY_NAMES, TASK_TOKENS
-from hf_meddiff.models.meddiff.tokens_meddiff import (
-    ASSISTANT_TOKEN,
-    BOS_TOKEN,
-    EOI_TOKEN,
-    EOS_TOKEN,
-    PAD_TOKEN,
-    SOI_TOKEN,
-    USER_TOKEN,
-)
-
-PAD, BOS, EOS = DEFAULT_TOKEN_IDS[PAD_TOKEN], DEFAULT_TOKEN_IDS[BOS_TOKEN], DEFAULT_TOKEN_IDS[EOS_TOKEN]
-SOI, EOI = DEFAULT_TOKEN_IDS[SOI_TOKEN], DEFAULT_TOKEN_IDS[EOI_TOKEN]
-USER, ASSISTANT = DEFAULT_TOKEN_IDS[USER_TOKEN], DEFAULT_TOKEN_IDS[ASSISTANT_TOKEN]
-MMU, T2I = DEFAULT_TOKEN_IDS[TASK_TOKENS["mmu"]], DEFAULT_TOKEN_IDS[TASK_TOKENS["t2i"]]
-LETTERS = "ABCD"
-IMAGE_CODES = 64  # 16 grey levels x 4 colour classes
-REPORT_QUESTION = "Write the radiology report for this image."
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "trainers" / "pretrain_embedded.yaml"
 
 
-# ------------------------------------------------------------------------------------------------ data
+class _Stop(Exception):
+    """Raised by the step callback to end a timed vanilla run after a few steps."""
 
 
-def image_codes(image, grid: int = 8) -> list[int]:
-    """Pooled-intensity quantiser: grid x grid cells -> 16 mean-grey levels x 4 colour classes (64 codes)."""
-    arr = np.asarray(image.convert("RGB").resize((grid, grid), resample=2), dtype=np.float32) / 255.0
-    grey = arr.mean(-1)
-    level = np.clip((grey * 16).astype(int), 0, 15)
-    r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]
-    colour = np.where(np.abs(r - b) < 0.06, 0, np.where(r > b, np.where(r > g + 0.05, 1, 2), 3))
-    return (level * 4 + colour).reshape(-1).tolist()
+# ------------------------------------------------------------------------------------------------ model and data
 
 
-@dataclass
-class Example:
-    prompt: list[int]
-    response: list[int]  # without EOS padding
-    answer: str = ""  # VQA: the correct option text; report: "modality name|anatomy"
+def default_model(cache_dir: Path, quick: bool) -> Path:
+    """The embedded SFT model of `trainers/pretrain_embedded.yaml`, trained once into `cache_dir`."""
+    folder = cache_dir / ("embedded-sft-quick" if quick else "embedded-sft")
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        return folder
+    command = [
+        sys.executable,
+        "-m",
+        "hf_meddiff.cli",
+        "sft",
+        "--config",
+        str(RECIPE),
+        "--output_dir",
+        str(folder),
+    ]
+    if quick:
+        command += ["--max_steps", "20", "--medphantom_num_cases", "200", "--image_tokenizer_steps", "5"]
+    print(f"training the benchmark model once (cached in {folder}):\n  {' '.join(command)}", flush=True)
+    subprocess.run(command, check=True, cwd=REPO)
+    return folder
 
 
-def build_examples(ds, tokenizer, offset: int) -> tuple[list[Example], list[Example]]:
-    vqa, reports = [], []
-    for row in ds:
-        image = [offset + c for c in image_codes(row["image"])]
-        head = [BOS, MMU, SOI, *image, EOI, USER]
-        options = " ".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(row["options"]))
-        question = tokenizer(f"{row['question']} Options: {options}", add_special_tokens=False)["input_ids"]
-        correct = row["options"][LETTERS.index(row["answer"])]
-        answer = tokenizer(correct, add_special_tokens=False)["input_ids"]
-        vqa.append(Example(head + question + [ASSISTANT], answer, correct))
-        ask = tokenizer(REPORT_QUESTION, add_special_tokens=False)["input_ids"]
-        report = tokenizer(row["report"], add_special_tokens=False)["input_ids"]
-        facts = (MODALITY_NAMES[row["modality"]].lower(), row["anatomy"].lower())
-        reports.append(Example(head + ask + [ASSISTANT], report, "|".join(facts)))
-    return vqa, reports
+def heldout_rows(model_dir: Path, data: str | None, split: str):
+    """The held-out split of the data the model was trained on (`sft_recipe.json`), or of `data`."""
+    from hf_meddiff.evaluation import load_canonical
 
+    if data is None:
+        recipe_file = model_dir / "sft_recipe.json"
+        script = json.loads(recipe_file.read_text())["script"] if recipe_file.is_file() else {}
+        path = script.get("dataset_path")
+        if path and Path(path).exists():
+            data = path
+        elif script.get("dataset_name", "medphantom") == "medphantom":
+            from hf_meddiff.data import make_phantom_dataset
 
-def training_batch(
-    examples: list[Example], gen_length: int, rng: np.random.Generator, eos_targets: int = 16
-) -> dict[str, torch.Tensor]:
-    """Right-padded batch; the response is the answer, EOS, then EOS padding to `gen_length` (LLaDA SFT).
-
-    Every response position is masked with probability t ~ U(1e-3, 1) as in LLaDA, but only the answer, its EOS and
-    `eos_targets` random padding positions carry a loss: an unbiased subsample of the EOS-padding terms that keeps
-    a 5-token answer from being drowned by 250 padding targets in a few hundred steps of training.
-    """
-    rows, labels, noise = [], [], []
-    for ex in examples:
-        response = (ex.response + [EOS] * gen_length)[:gen_length]
-        content = min(len(ex.response) + 1, gen_length)
-        padding = np.arange(content, gen_length)
-        scored = set(range(content)) | set(
-            rng.choice(padding, min(eos_targets, len(padding)), replace=False).tolist()
-        )
-        t = 1e-3 + (1 - 1e-3) * rng.random()
-        rows.append(ex.prompt + response)
-        labels.append(
-            [-100] * len(ex.prompt) + [tok if i in scored else -100 for i, tok in enumerate(response)]
-        )
-        noise.append([False] * len(ex.prompt) + (rng.random(gen_length) < t).tolist())
-    width = max(map(len, rows))
-    ids = torch.tensor([r + [PAD] * (width - len(r)) for r in rows])
-    lab = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
-    noise_mask = torch.tensor([r + [False] * (width - len(r)) for r in noise])
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-    return {"input_ids": ids, "labels": lab, "attention_mask": mask, "noise_mask": noise_mask}
-
-
-def left_padded(prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, prompts))
-    ids = torch.tensor([[PAD] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    return ids, mask
-
-
-def train(model, vqa, reports, steps: int, batch_size: int, gen_length: int, seed: int) -> list[float]:
-    rng = np.random.default_rng(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * s / steps))
-    )
-    model.train()
-    losses = []
-    for _ in range(steps):
-        picks = [vqa[i] for i in rng.integers(0, len(vqa), batch_size // 2)]
-        picks += [reports[i] for i in rng.integers(0, len(reports), batch_size - batch_size // 2)]
-        loss = model(**training_batch(picks, gen_length, rng), return_logits=False).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-        if len(losses) % 50 == 0:
-            print(f"  step {len(losses)}/{steps}: loss {np.mean(losses[-50:]):.3f}", flush=True)
-    model.eval()
-    return losses
-
-
-# ------------------------------------------------------------------------------------------------ timing
-
-
-def timed(fn, repeats: int = 1):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
-
-def answer_lengths(sequences: torch.Tensor) -> int:
-    """Tokens up to and including the first EOS (the pad that replaced it), summed over rows."""
-    total = 0
-    for row in sequences.tolist():
-        total += next((i + 1 for i, t in enumerate(row) if t == PAD), len(row))
-    return total
-
-
-def text_speed(model, prompts, gen_length, block_length, threshold, cache_mode):
-    variants = {
-        "vanilla": {"eos_early_stop": False},
-        "fast": {"threshold": threshold, "cache_mode": cache_mode},
-        "fast_no_early_stop": {"threshold": threshold, "cache_mode": cache_mode, "eos_early_stop": False},
-    }
-    results = {}
-    for name, options in variants.items():
-        seconds, passes, answer_tokens = 0.0, 0, 0
-        for prompt in prompts:
-            ids = torch.tensor([prompt])
-            t, out = timed(
-                lambda ids=ids, options=options: model.generate(
-                    ids,
-                    gen_length=gen_length,
-                    block_length=block_length,
-                    return_dict_in_generate=True,
-                    **options,
-                )
+            dataset = make_phantom_dataset(
+                script.get("medphantom_num_cases", 3000),
+                seed=script.get("medphantom_seed", 0),
+                image_size=script.get("medphantom_image_size", 64),
             )
-            seconds += t
-            passes += out.num_forward_passes
-            answer_tokens += answer_lengths(out.sequences)
-        tokens = gen_length * len(prompts)
-        results[name] = {
-            "seconds": seconds,
-            "tokens_per_s": tokens / seconds,
-            "answer_tokens_per_s": answer_tokens / seconds,
-            "passes_per_token": passes / tokens,
-            "passes_per_sequence": passes / len(prompts),
+            return dataset.filter(lambda s: s == split, input_columns="split")
+        else:
+            raise SystemExit(f"{recipe_file}: dataset {path!r} not found; pass --data <canonical parquet>.")
+    dataset = load_canonical(data)
+    return dataset.filter(lambda s: s == split, input_columns="split")
+
+
+def trained_lengths(model, model_dir: Path) -> tuple[int, int, int | None]:
+    """(VQA canvas, report canvas, report block) the model was trained / configured with."""
+    from hf_meddiff.evaluation.inference import trained_vqa_length
+
+    vqa = trained_vqa_length(model_dir) or 4
+    training = {}
+    if (model_dir / "sft_recipe.json").is_file():
+        training = json.loads((model_dir / "sft_recipe.json").read_text()).get("training") or {}
+    report = (training.get("response_length_per_task") or {}).get(
+        "report"
+    ) or model.generation_config.gen_length
+    block = model.generation_config.block_length
+    if block and report % block:
+        block = None
+    return int(vqa), int(report), block
+
+
+def prompts(processor, rows, task: str):
+    from hf_meddiff.formatting import format_question
+
+    texts = (
+        [format_question(q, o) for q, o in zip(rows["question"], rows["options"])] if task == "vqa" else None
+    )
+    batch = processor(
+        images=list(rows["image"]),
+        text=texts or [""] * len(rows),
+        task=[task] * len(rows),
+        add_response=False,
+        padding_side="left",
+    )
+    return batch["input_ids"], batch["attention_mask"]
+
+
+# ------------------------------------------------------------------------------------------------ quality
+
+
+@torch.no_grad()
+def quality(
+    model, processor, rows, fast: dict, vqa_length: int, report_length: int, report_block, batch_size
+):
+    from tqdm.auto import tqdm
+
+    from hf_meddiff.evaluation.vqa import vqa_section
+    from hf_meddiff.metrics import report_generation_scores
+
+    settings = {
+        "vqa": {"gen_length": vqa_length, "block_length": None, "steps": vqa_length},
+        "report": {"gen_length": report_length, "block_length": report_block, "steps": report_length},
+    }
+    outputs = {(task, name): [] for task in settings for name in ("vanilla", "fast")}
+    for task, base in settings.items():
+        for start in tqdm(range(0, len(rows), batch_size), desc=f"quality: {task}", unit="batch"):
+            chunk = rows.select(range(start, min(start + batch_size, len(rows))))
+            ids, mask = prompts(processor, chunk, task)
+            for name, options in (("vanilla", {}), ("fast", fast)):
+                out = model.generate(ids, mask, **base, **options)
+                outputs[task, name] += processor.batch_decode(out)
+    result = {"settings": settings, "n": len(rows)}
+    for task in settings:
+        vanilla, fast_out = outputs[task, "vanilla"], outputs[task, "fast"]
+        result[f"{task}_identical_percent"] = (
+            100.0 * sum(a == b for a, b in zip(vanilla, fast_out)) / len(rows)
+        )
+    for name in ("vanilla", "fast"):
+        section, _ = vqa_section(rows, outputs["vqa", name])
+        scores = report_generation_scores(outputs["report", name], list(rows["report"]), meteor=False)
+        result[name] = {
+            "vqa_accuracy": 100.0 * section["accuracy"],
+            "vqa_chance": 100.0 * section["chance"],
+            "report_bleu_1": 100.0 * scores["bleu_1"],
+            "report_rouge_l": 100.0 * scores["rouge_l"],
+            "report_sample": outputs["report", name][0],
         }
-    return results
+    drops = [result["vanilla"][k] - result["fast"][k] for k in ("vqa_accuracy", "report_bleu_1")]
+    result["quality_drop_points"] = max(drops)
+    return result
 
 
-def ar_speed(config: MedDiffConfig, prompts, gen_length):
+# ------------------------------------------------------------------------------------------------ speed
+
+
+def same_size_llama(config):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    llama = LlamaForCausalLM(
+    return LlamaForCausalLM(
         LlamaConfig(
             vocab_size=config.vocab_size,
             hidden_size=config.hidden_size,
@@ -225,105 +196,118 @@ def ar_speed(config: MedDiffConfig, prompts, gen_length):
             num_hidden_layers=config.num_hidden_layers,
             num_attention_heads=config.num_attention_heads,
             num_key_value_heads=config.num_key_value_heads,
-            max_position_embeddings=config.max_position_embeddings,
-            pad_token_id=PAD,
-            bos_token_id=BOS,
-            eos_token_id=EOS,
+            head_dim=getattr(config, "head_dim", None),
+            max_position_embeddings=4096,
+            pad_token_id=config.pad_token_id,
+            bos_token_id=config.bos_token_id,
+            eos_token_id=config.eos_token_id,
+            tie_word_embeddings=config.tie_word_embeddings,
         )
     ).eval()
-    seconds = 0.0
-    calls = []
-    hook = llama.register_forward_hook(lambda *a: calls.append(1))
-    for prompt in prompts:
-        ids = torch.tensor([prompt])
-        t, out = timed(
-            lambda ids=ids: llama.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=gen_length,
-                min_new_tokens=gen_length,
-                do_sample=False,
-                use_cache=True,
-                pad_token_id=PAD,
-            )
+
+
+def answer_length(sequences: torch.Tensor, pad_id: int) -> int:
+    """Longest answer in the batch: tokens up to and including the first EOS (written as pad)."""
+    longest = 0
+    for row in sequences.tolist():
+        longest = max(longest, next((i + 1 for i, t in enumerate(row) if t == pad_id), len(row)))
+    return longest
+
+
+@torch.no_grad()
+def time_fast(model, ids, mask, gen_length, block, fast, early_stop):
+    start = time.perf_counter()
+    out = model.generate(
+        ids, mask, gen_length=gen_length, block_length=block, eos_early_stop=early_stop,
+        return_dict_in_generate=True, **fast,
+    )  # fmt: skip
+    return time.perf_counter() - start, out
+
+
+@torch.no_grad()
+def time_vanilla_steps(model, ids, mask, gen_length, block, steps):
+    """Seconds per vanilla step, from a run stopped after `steps` steps."""
+
+    def stop(step, state):
+        if step + 1 >= steps:
+            raise _Stop
+
+    start = time.perf_counter()
+    with contextlib.suppress(_Stop):
+        model.generate(
+            ids, mask, gen_length=gen_length, block_length=block, eos_early_stop=False, callback=stop
         )
-        assert out.shape[1] - ids.shape[1] == gen_length
-        seconds += t
-    hook.remove()
-    params = sum(p.numel() for p in llama.parameters())
-    tokens = gen_length * len(prompts)
+    return (time.perf_counter() - start) / steps
+
+
+@torch.no_grad()
+def time_ar(llama, ids, mask, new_tokens, pad_id):
+    start = time.perf_counter()
+    out = llama.generate(
+        ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+        use_cache=True, pad_token_id=pad_id,
+    )  # fmt: skip
+    assert out.shape[1] - ids.shape[1] == new_tokens
+    return time.perf_counter() - start
+
+
+def speed_cell(model, llama, ids, mask, gen_length, block, fast, early_stop, repeats, vanilla_steps, pad_id):
+    """Median seconds of vanilla, fast and AR for one (length, batch, early stop) cell, interleaved."""
+    times = {"vanilla": [], "fast": [], "autoregressive_kv_cache": []}
+    passes, new_tokens = None, gen_length
+    order = ["fast", "vanilla", "autoregressive_kv_cache"]
+    vanilla_steps_total = gen_length
+    for r in range(repeats):
+        for name in order if r % 2 == 0 else order[::-1]:
+            if name == "fast":
+                seconds, out = time_fast(model, ids, mask, gen_length, block, fast, early_stop)
+                passes = out.num_forward_passes
+                if early_stop:
+                    new_tokens = answer_length(out.sequences, pad_id)
+                    vanilla_steps_total = min(gen_length, -(-new_tokens // block) * block)
+            elif name == "vanilla":
+                seconds = time_vanilla_steps(model, ids, mask, gen_length, block, vanilla_steps)
+                seconds *= vanilla_steps_total
+            else:
+                seconds = time_ar(llama, ids, mask, new_tokens, pad_id)
+            times[name].append(seconds)
+    tokens = gen_length * ids.shape[0]
+    row = {name: statistics.median(values) for name, values in times.items()}
     return {
-        "seconds": seconds,
-        "tokens_per_s": tokens / seconds,
-        "passes_per_token": len(calls) / tokens,
-        "parameters": params,
+        "seconds": row,
+        "seconds_all": times,
+        "tokens_per_s": {name: tokens / s for name, s in row.items()},
+        "fast_passes": passes,
+        "fast_passes_per_token": passes / gen_length,
+        "vanilla_passes": vanilla_steps_total,
+        "vanilla_estimate": early_stop,
+        "ar_new_tokens": new_tokens,
+        "fast_over_vanilla": row["vanilla"] / row["fast"],
+        "fast_over_ar": row["autoregressive_kv_cache"] / row["fast"],
     }
 
 
-def is_correct(text: str, example: Example) -> bool:
-    """VQA: the answer is the correct option's text. Report: it names the image's modality and anatomy."""
-    text = text.strip().lower()
-    if "|" not in example.answer:
-        return text == example.answer.lower()
-    return all(fact in text for fact in example.answer.split("|"))
-
-
 @torch.no_grad()
-def quality(model, examples, gen_length, block_length, threshold, cache_mode, batch_size, tokenizer):
-    """Accuracy and exact output agreement, vanilla vs fast path, on held-out examples (batched)."""
-    outputs = {"vanilla": [], "fast": []}
-    options = {"vanilla": {}, "fast": {"threshold": threshold, "cache_mode": cache_mode}}
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
-        ids, mask = left_padded([ex.prompt for ex in chunk])
-        for name in outputs:
-            out = model.generate(ids, mask, gen_length=gen_length, block_length=block_length, **options[name])
-            outputs[name].append(out)
-    result = {}
-    sequences = {name: torch.cat(parts) for name, parts in outputs.items()}
-    for name, seqs in sequences.items():
-        texts = tokenizer.batch_decode(seqs, skip_special_tokens=True)
-        correct = [is_correct(t, ex) for t, ex in zip(texts, examples)]
-        result[name] = {"accuracy": 100.0 * sum(correct) / len(examples), "sample": texts[0]}
-    result["agreement"] = 100.0 * float((sequences["vanilla"] == sequences["fast"]).all(1).float().mean())
-    return result
+def image_passes(model, image_steps: int, cfg_scale: float) -> dict:
+    """Passes per image of a 16 x 16 grid (256 image tokens) with the model's sizes (untrained weights)."""
+    from hf_meddiff import MedDiffForMaskedDiffusion
 
-
-@torch.no_grad()
-def image_speed(
-    base: MedDiffConfig, num_images: int, image_steps: int, cfg_scale: float, grid: int, size: dict
-):
-    config = MedDiffConfig.from_preset(
-        "embedded",
-        text_vocab_size=base.text_vocab_size,
-        image_codebook_size=base.image_codebook_size,
-        image_grid_size=grid,
-        **size,
-    )
-    model = MedDiffForMaskedDiffusion(config).eval()
-    prompt = [BOS, T2I, USER, *range(30, 60), ASSISTANT]
-    ids = torch.tensor([prompt])
-    seconds, passes = 0.0, 0
-    for i in range(num_images):
-        t, out = timed(
-            lambda i=i: model.generate_images(
-                ids,
-                image_steps=image_steps,
-                cfg_scale=cfg_scale,
-                generator=torch.Generator().manual_seed(i),
-                return_dict_in_generate=True,
-            )
-        )
-        seconds += t
-        passes += out.num_forward_passes
-        assert not (out.sequences == config.mask_token_id).any()
+    config = copy.deepcopy(model.config)
+    config.image_grid_size, config.max_position_embeddings = 16, 512
+    images = MedDiffForMaskedDiffusion(config).eval()
+    prompt = torch.tensor([[config.bos_token_id, config.t2i_token_id, 7, *range(30, 60), 8]])
+    start = time.perf_counter()
+    out = images.generate_images(
+        prompt, image_steps=image_steps, cfg_scale=cfg_scale, generator=torch.Generator().manual_seed(0),
+        return_dict_in_generate=True,
+    )  # fmt: skip
+    assert not (out.sequences == config.mask_token_id).any()
     return {
-        "image_tokens": grid * grid,
+        "image_tokens": 256,
         "image_steps": image_steps,
         "cfg_scale": cfg_scale,
-        "passes_per_image": passes / num_images,
-        "sequence_evaluations_per_image": passes / num_images * (2 if cfg_scale > 0 else 1),
-        "images_per_s": num_images / seconds,
+        "passes_per_image": out.num_forward_passes,
+        "seconds_per_image": time.perf_counter() - start,
     }
 
 
@@ -334,148 +318,132 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--gen-length", type=int, default=256)
+    parser.add_argument(
+        "--model", default=None, help="a saved MedDiff folder (default: train/reuse the cached one)"
+    )
+    parser.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/hf-meddiff/bench"))
+    parser.add_argument(
+        "--data", default=None, help="canonical dataset for quality (default: the model's own)"
+    )
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--num-eval", type=int, default=104)
+    parser.add_argument("--eval-batch-size", type=int, default=16)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--block-length", type=int, default=32)
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--cache-mode", default="dual", choices=["none", "prefix", "dual"])
-    parser.add_argument("--hidden-size", type=int, default=128)
-    parser.add_argument("--intermediate-size", type=int, default=384)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--kv-heads", type=int, default=2)
-    parser.add_argument("--train-steps", type=int, default=400)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--num-cases", type=int, default=1200)
-    parser.add_argument("--num-speed-prompts", type=int, default=3)
-    parser.add_argument("--num-eval", type=int, default=64)
-    parser.add_argument("--num-images", type=int, default=4)
+    parser.add_argument("--cache-refresh-interval", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--vanilla-steps", type=int, default=4)
     parser.add_argument("--image-steps", type=int, default=12)
-    parser.add_argument("--image-grid", type=int, default=16)
     parser.add_argument("--cfg-scale", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run; the numbers mean little")
     parser.add_argument("--json", default=None, help="also write the figures as one JSON object here")
     args = parser.parse_args()
     if args.quick:
-        args.train_steps, args.num_cases, args.num_eval, args.num_images = 10, 64, 8, 1
-        args.num_speed_prompts, args.gen_length, args.image_grid = 1, 64, 8
+        args.num_eval, args.lengths, args.batch_sizes, args.repeats = 8, [64], [1, 2], 1
+        args.vanilla_steps, args.image_steps = 2, 4
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(0)
 
-    from hf_meddiff.data import make_phantom_dataset
-    from hf_meddiff.text_tokenizer import train_text_tokenizer
+    from hf_meddiff.evaluation.inference import load_model_and_processor
 
-    t0 = time.perf_counter()
-    ds = make_phantom_dataset(args.num_cases, seed=args.seed, image_size=64)
-    tokenizer = train_text_tokenizer(ds, vocab_size=600)
-    size = {
-        "hidden_size": args.hidden_size,
-        "intermediate_size": args.intermediate_size,
-        "num_hidden_layers": args.layers,
-        "num_attention_heads": args.heads,
-        "num_key_value_heads": args.kv_heads,
-    }
-    config = MedDiffConfig.from_preset(
-        "embedded", text_vocab_size=len(tokenizer), image_codebook_size=IMAGE_CODES, image_grid_size=8, **size
-    )
-    model = MedDiffForMaskedDiffusion(config)
-    train_rows = ds.filter(lambda s: s != "test", input_columns="split")
-    test_rows = ds.filter(lambda s: s == "test", input_columns="split").select(range(args.num_eval))
-    vqa, reports = build_examples(train_rows, tokenizer, config.image_token_offset)
-    test_vqa, test_reports = build_examples(test_rows, tokenizer, config.image_token_offset)
-    print(f"data + tokenizer: {time.perf_counter() - t0:.1f}s; {len(vqa)} train cases, {len(test_vqa)} test")
+    model_dir = Path(args.model) if args.model else default_model(Path(args.cache_dir), args.quick)
+    model, processor = load_model_and_processor(model_dir, device="cpu")
+    rows = heldout_rows(model_dir, args.data, args.split)
+    if len(rows) < args.num_eval:
+        print(f"note: only {len(rows)} held-out rows (asked for {args.num_eval})")
+    rows = rows.select(range(min(args.num_eval, len(rows))))
+    fast = {"threshold": args.threshold, "cache_mode": args.cache_mode}
+    if args.cache_refresh_interval != 1:
+        fast["cache_refresh_interval"] = args.cache_refresh_interval
+    pad_id = model.generation_config.pad_token_id
+    vqa_length, report_length, report_block = trained_lengths(model, model_dir)
 
-    t0 = time.perf_counter()
-    losses = train(model, vqa, reports, args.train_steps, args.batch_size, args.gen_length, args.seed)
-    train_seconds = time.perf_counter() - t0
-    print(
-        f"trained {args.train_steps} steps in {train_seconds:.0f}s; loss {losses[0]:.2f} -> {np.mean(losses[-20:]):.2f}"
-    )
-
-    prompts = [ex.prompt for ex in test_reports[: args.num_speed_prompts]]
-    speed = text_speed(model, prompts, args.gen_length, args.block_length, args.threshold, args.cache_mode)
-    speed["autoregressive_kv_cache"] = ar_speed(config, prompts, args.gen_length)
-    report_quality = quality(
-        model,
-        test_reports,
-        args.gen_length,
-        args.block_length,
-        args.threshold,
-        args.cache_mode,
-        16,
-        tokenizer,
-    )
-    vqa_quality = quality(
-        model, test_vqa, args.gen_length, args.block_length, args.threshold, args.cache_mode, 16, tokenizer
-    )
-    images = image_speed(config, args.num_images, args.image_steps, args.cfg_scale, args.image_grid, size)
-
-    fast, vanilla, ar = speed["fast"], speed["vanilla"], speed["autoregressive_kv_cache"]
-    figures = {
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "torch_threads": torch.get_num_threads(),
+    figures: dict = {
+        "model": str(model_dir),
         "model_parameters": sum(p.numel() for p in model.parameters()),
-        "gen_length": args.gen_length,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "torch_threads": torch.get_num_threads(),
+        "fast": fast,
         "block_length": args.block_length,
-        "threshold": args.threshold,
-        "cache_mode": args.cache_mode,
-        "train_steps": args.train_steps,
-        "train_seconds": train_seconds,
-        "final_train_loss": float(np.mean(losses[-20:])),
-        "quality_task": "MedPhantom report writing (make_phantom_dataset): the report names the image's modality "
-        "and anatomy; pooled-intensity image codes",
-        "text": speed,
-        "fast_over_vanilla": fast["tokens_per_s"] / vanilla["tokens_per_s"],
-        "fast_over_ar": fast["tokens_per_s"] / ar["tokens_per_s"],
-        "fast_no_early_stop_over_vanilla": speed["fast_no_early_stop"]["tokens_per_s"]
-        / vanilla["tokens_per_s"],
-        "fast_no_early_stop_over_ar": speed["fast_no_early_stop"]["tokens_per_s"] / ar["tokens_per_s"],
-        "accuracy_vanilla": report_quality["vanilla"]["accuracy"],
-        "accuracy_fast": report_quality["fast"]["accuracy"],
-        "accuracy_drop_points": report_quality["vanilla"]["accuracy"] - report_quality["fast"]["accuracy"],
-        "output_agreement_percent": report_quality["agreement"],
-        "vqa_accuracy_vanilla": vqa_quality["vanilla"]["accuracy"],
-        "vqa_accuracy_fast": vqa_quality["fast"]["accuracy"],
-        "vqa_output_agreement_percent": vqa_quality["agreement"],
-        "num_eval": len(test_reports),
-        "images": images,
-        "image_passes_per_image": images["passes_per_image"],
-        "images_per_s": images["images_per_s"],
     }
 
-    print(
-        f"\nText, gen_length {args.gen_length}, block {args.block_length}, batch 1, {len(prompts)} report prompts"
-    )
-    print(f"{'sampler':<28}{'tokens/s':>10}{'answer tok/s':>14}{'passes/token':>14}")
-    for name, row in speed.items():
-        print(
-            f"{name:<28}{row['tokens_per_s']:>10.1f}{row.get('answer_tokens_per_s', row['tokens_per_s']):>14.1f}"
-            f"{row['passes_per_token']:>14.3f}"
+    # 1. quality, vanilla vs fast, on held-out rows
+    if not args.skip_quality:
+        q = quality(
+            model, processor, rows, fast, vqa_length, report_length, report_block, args.eval_batch_size
         )
-    print(
-        f"fast / vanilla = {figures['fast_over_vanilla']:.1f}x   fast / AR = {figures['fast_over_ar']:.2f}x   "
-        f"(without early stop: {figures['fast_no_early_stop_over_vanilla']:.1f}x, "
-        f"{figures['fast_no_early_stop_over_ar']:.2f}x)"
-    )
-    for name, q in (
-        ("Reports (names modality + anatomy)", report_quality),
-        ("VQA (option text)", vqa_quality),
-    ):
+        figures["quality"] = q
+        figures["quality_drop_points"] = q["quality_drop_points"]
+        print(f"\nQuality on {q['n']} held-out rows ({args.split} split)")
+        print(f"{'sampler':<10}{'VQA acc %':>11}{'BLEU-1':>9}{'ROUGE-L':>9}")
+        for name in ("vanilla", "fast"):
+            s = q[name]
+            print(
+                f"{name:<10}{s['vqa_accuracy']:>11.1f}{s['report_bleu_1']:>9.1f}{s['report_rouge_l']:>9.1f}"
+            )
         print(
-            f"\n{name}, {len(test_reports)} held-out cases: vanilla {q['vanilla']['accuracy']:.1f}%, fast "
-            f"{q['fast']['accuracy']:.1f}%, drop {q['vanilla']['accuracy'] - q['fast']['accuracy']:.1f} points, "
-            f"identical outputs {q['agreement']:.1f}%  (e.g. {q['fast']['sample']!r})"
+            f"VQA chance {q['vanilla']['vqa_chance']:.1f}%; identical outputs: VQA {q['vqa_identical_percent']:.1f}%, "
+            f"reports {q['report_identical_percent']:.1f}%; quality drop {q['quality_drop_points']:.2f} points"
         )
+
+    # 2. speed: report prompts, every (length, batch, early stop) cell interleaved
+    llama = same_size_llama(model.config)
+    ids_all, mask_all = prompts(processor, rows.select(range(max(args.batch_sizes))), "report")
+    longest = ids_all.shape[1] + max(args.lengths)
+    if longest > model.config.max_position_embeddings:
+        # RoPE has no learned positions: the speed runs may go past the trained length (outputs there are not scored)
+        model.config.max_position_embeddings = longest
+    speed = {}
+    for gen_length in args.lengths:
+        block = args.block_length if gen_length % args.block_length == 0 else gen_length
+        for batch in args.batch_sizes:
+            ids, mask = ids_all[:batch], mask_all[:batch]
+            # drop the columns that are padding in every row of this batch
+            keep = mask.any(0)
+            ids, mask = ids[:, keep], mask[:, keep]
+            for early_stop in (False, True):
+                key = f"len{gen_length}_batch{batch}_{'early_stop' if early_stop else 'no_early_stop'}"
+                cell = speed_cell(
+                    model, llama, ids, mask, gen_length, block, fast, early_stop, args.repeats,
+                    args.vanilla_steps, pad_id,
+                )  # fmt: skip
+                speed[key] = cell
+                t = cell["tokens_per_s"]
+                print(
+                    f"{key:<34} vanilla {t['vanilla']:8.1f} tok/s  fast {t['fast']:8.1f} tok/s  AR "
+                    f"{t['autoregressive_kv_cache']:8.1f} tok/s  fast/vanilla {cell['fast_over_vanilla']:6.1f}x  "
+                    f"fast/AR {cell['fast_over_ar']:5.2f}x  fast passes/token {cell['fast_passes_per_token']:.3f}",
+                    flush=True,
+                )
+    figures["speed"] = speed
+    for gen_length in args.lengths:
+        cell = speed.get(f"len{gen_length}_batch1_no_early_stop")
+        if cell:
+            figures[f"fast_over_vanilla_{gen_length}"] = cell["fast_over_vanilla"]
+            figures[f"fast_over_ar_{gen_length}"] = cell["fast_over_ar"]
+            batched = speed.get(f"len{gen_length}_batch8_no_early_stop")
+            if batched:
+                figures[f"fast_over_vanilla_{gen_length}_batch8"] = batched["fast_over_vanilla"]
+                figures[f"fast_over_ar_{gen_length}_batch8"] = batched["fast_over_ar"]
+
+    # 3. images
+    figures["images"] = image_passes(model, args.image_steps, args.cfg_scale)
+    figures["image_passes_per_image"] = figures["images"]["passes_per_image"]
     print(
-        f"\nImages: {images['image_tokens']} tokens, {images['image_steps']} steps, CFG {images['cfg_scale']}: "
-        f"{images['passes_per_image']:.0f} passes/image ({images['sequence_evaluations_per_image']:.0f} sequence "
-        f"evaluations), {images['images_per_s']:.2f} images/s"
+        f"\nImages: 256 tokens, {args.image_steps} steps, CFG {args.cfg_scale}: "
+        f"{figures['image_passes_per_image']} passes/image"
     )
+    figures["load_average_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+        Path(args.json).write_text(json.dumps(figures, indent=2))
         print(f"wrote {args.json}")
 
 
