@@ -213,3 +213,20 @@ def test_judges_help_lists_the_training_options_without_importing_torch(capsys):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "--max_train_samples" in result.stdout and "--num_threads" in result.stdout
+
+
+@pytest.mark.parametrize("module", ["hf_meddiff.metrics.judges", "hf_meddiff.evaluation.judges"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+    import re
+
+    class FenceParser(doctest.DocTestParser):
+        def parse(self, string, name="<string>"):
+            return super().parse(re.sub(r"^\s*```\w*\s*$", "", string, flags=re.M), name)
+
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for test in doctest.DocTestFinder(parser=FenceParser()).find(importlib.import_module(module)):
+        runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.attempted > 0 and result.failed == 0

@@ -250,8 +250,9 @@ def train_judge(
     index = {label: i for i, label in enumerate(vocabulary)}
     y = torch.tensor([index[name] for name in y_names])
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    judge = ImageJudge(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        judge = ImageJudge(config)
     judge.train()
     steps_per_epoch = math.ceil(len(x) / batch_size)
     total = max(1, epochs * steps_per_epoch)
@@ -263,7 +264,6 @@ def train_judge(
     shift = max(1, x.shape[-1] // 16)
     bar = _progress(total, f"{task} judge", progress)
     start = time.perf_counter()
-    step = 0
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=generator)
         for i in range(0, len(x), batch_size):
@@ -274,7 +274,6 @@ def train_judge(
             loss.backward()
             optimizer.step()
             schedule.step()
-            step += 1
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
