@@ -142,7 +142,15 @@ def prompts(processor, rows, task: str):
 
 @torch.no_grad()
 def quality(
-    model, processor, rows, fast: dict, vqa_length: int, report_length: int, report_block, batch_size
+    model,
+    processor,
+    rows,
+    fast: dict,
+    vqa_length: int,
+    report_length: int,
+    report_block,
+    batch_size,
+    num_reports,
 ):
     from tqdm.auto import tqdm
 
@@ -153,10 +161,14 @@ def quality(
         "vqa": {"gen_length": vqa_length, "block_length": None, "steps": vqa_length},
         "report": {"gen_length": report_length, "block_length": report_block, "steps": report_length},
     }
+    if num_reports == 0:
+        del settings["report"]
+    task_rows = {"vqa": rows, "report": rows.select(range(min(num_reports, len(rows))))}
     outputs = {(task, name): [] for task in settings for name in ("vanilla", "fast")}
     for task, base in settings.items():
-        for start in tqdm(range(0, len(rows), batch_size), desc=f"quality: {task}", unit="batch"):
-            chunk = rows.select(range(start, min(start + batch_size, len(rows))))
+        subset = task_rows[task]
+        for start in tqdm(range(0, len(subset), batch_size), desc=f"quality: {task}", unit="batch"):
+            chunk = subset.select(range(start, min(start + batch_size, len(subset))))
             ids, mask = prompts(processor, chunk, task)
             for name, options in (("vanilla", {}), ("fast", fast)):
                 out = model.generate(ids, mask, **base, **options)
@@ -327,6 +339,12 @@ def main() -> None:
     )
     parser.add_argument("--split", default="test")
     parser.add_argument("--num-eval", type=int, default=104)
+    parser.add_argument(
+        "--num-eval-reports",
+        type=int,
+        default=None,
+        help="report rows for quality (default: --num-eval; 0 skips)",
+    )
     parser.add_argument("--eval-batch-size", type=int, default=16)
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
