@@ -33,10 +33,11 @@ __all__ = [
     "evaluate_image_tokenizer",
 ]
 
-# Steps, batch size and learning rate `train_image_tokenizer` uses for a preset when they are not given.
+# Steps, batch size and learning rate `train_image_tokenizer` uses for a preset when they are not given
+# (benchmarks/bench_image_tokenizer.py: at 150 steps of 16 images, lr 2e-3 beat 5e-3 by 0.8 dB held-out PSNR).
 TRAINING_DEFAULTS: dict[str, dict[str, float]] = {
-    "embedded": {"steps": 300, "batch_size": 32, "lr": 2e-3},
-    "embedded16": {"steps": 300, "batch_size": 32, "lr": 2e-3},
+    "embedded": {"steps": 300, "batch_size": 16, "lr": 2e-3},
+    "embedded16": {"steps": 300, "batch_size": 16, "lr": 2e-3},
     "tiny": {"steps": 300, "batch_size": 32, "lr": 2e-3},
 }
 
