@@ -105,6 +105,12 @@ def add_common_args(parser: argparse.ArgumentParser, *, default_seeds: int = 3) 
         "--grpo-steps", type=int, default=None, help=f"GRPO steps (default {defaults.grpo_steps})"
     )
     parser.add_argument(
+        "--tokenizer-steps",
+        type=int,
+        default=None,
+        help=f"image-tokenizer training steps of a base (default {defaults.tokenizer_steps})",
+    )
+    parser.add_argument(
         "--eval-samples",
         type=int,
         default=None,
@@ -121,6 +127,7 @@ def size_from_args(args: argparse.Namespace) -> Size:
         "arm_sft_steps": args.arm_sft_steps,
         "grpo_steps": args.grpo_steps,
         "eval_samples": args.eval_samples,
+        "tokenizer_steps": args.tokenizer_steps,
     }
     size = replace(size, **{k: v for k, v in changes.items() if v is not None})
     if args.quick:
