@@ -1,7 +1,8 @@
 """Claim (Med-R1, GMAI-VL-R1): RL generalises better than SFT to modalities and question types it never saw.
 
 For each held-out group (some modalities, or some question types) an SFT base is trained on MedPhantom without the
-group (`split_phantom(by=..., holdout=...)`: every task of those rows is left out). From that base two arms
+group (`split_phantom(by=..., holdout=...)`: every task of those rows is left out, and the text and image tokenizers are
+fitted without them). From that base two arms
 continue on the same in-distribution training rows:
 
 - SFT: more masked-diffusion SFT on VQA (`hf-meddiff sft`, trainers/pretrain_embedded.yaml, `--tasks vqa`);
