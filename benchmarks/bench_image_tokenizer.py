@@ -18,7 +18,7 @@ random stream is consumed as usual, so geometry and findings are identical.)
 On a shared machine the wall time depends on the other jobs; the CPU time much less so (threads that wait for each
 other still count, so `--threads 1` gives the cleanest CPU figure).
 
-    nice -n 10 python benchmarks/bench_image_tokenizer.py --noise-floor --json bench_image_tokenizer.json
+    nice -n 10 python benchmarks/bench_image_tokenizer.py --noise-floor --json bench_image_tokenizer.json --grids grids/
     nice -n 10 python benchmarks/bench_image_tokenizer.py --configs embedded embedded16 --steps 150 --batch-size 16 --threads 1
 """
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from typing import Any
 
@@ -161,6 +162,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--noise-floor", action="store_true", help="also score against noise-free images")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument(
+        "--grids", default=None, help="folder for <config>.png: held-out images above reconstructions"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -211,6 +215,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "train_psnr": round(train_stats["psnr"], 2),
         }
         results["configs"][name] = entry
+        if args.grids:
+            from hf_meddiff.evaluation import save_reconstruction_grid
+
+            os.makedirs(args.grids, exist_ok=True)
+            picks = [int(np.flatnonzero(modalities == m)[0]) for m in sorted(set(modalities))]
+            save_reconstruction_grid(tokenizer, test[picks], os.path.join(args.grids, f"{name}.png"))
         rows.append(
             f"{name:<14}{entry['grid']:>6}{entry['codebook_size']:>7}{int(settings['steps']):>7}"
             f"{int(settings['batch_size']):>7}{entry['fit_cpu_s']:>8.0f}{entry['fit_wall_s']:>8.0f}"
