@@ -23,6 +23,11 @@ autoregressive model with a KV cache.
    taken from the fast path's answers (an upper bound, flagged `vanilla_estimate`).
 4. **Images**: forward passes per 256-token image (MaskGIT with classifier-free guidance).
 
+Read `fast_passes_per_token` first: the fast path's gain beyond its block cache comes only from positions whose
+probability exceeds `--threshold`. A model trained on short canvases (the embedded recipe pads reports to 80 tokens)
+is out of its training distribution on a 256- or 1024-token canvas and is rarely that confident there, so the fast
+path then takes one pass per token and gains only what its cheaper block passes give.
+
 Run (CPU; the model must already be trained or be given):
 
     python benchmarks/bench_generation.py --model outputs/demo/model --json benchmark_generation.json
