@@ -230,3 +230,18 @@ def test_docstring_examples_run(module):
         runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_each_judge_sees_real_images_at_its_own_size(judges, split, tmp_path):
+    from hf_meddiff.metrics.judges import JudgeConfig
+
+    _, heldout = split
+    small_modality = ImageJudge(JudgeConfig("modality", list(MODALITIES), image_size=16)).eval()
+    ImageJudges(small_modality, judges.finding).save(tmp_path / "judges")
+    config = EvaluationConfig(
+        output_dir=str(tmp_path), judges=str(tmp_path / "judges"), image_metrics=True, progress=False
+    )
+    results = EvaluationResults(summary={})
+    evaluate_text_to_image(_EchoPipe(heldout), None, heldout, config, results, tmp_path)
+    expected = judges.finding.accuracy(heldout["image"], finding_labels(heldout))
+    assert results.summary["image"]["finding_accuracy_real"] == pytest.approx(expected)

@@ -87,7 +87,7 @@ def judge_image_metrics(
         for task in ("modality", "finding")
         if isinstance(judges.info.get(task), dict) and "heldout_accuracy" in judges.info[task]
     }
-    size = judges.modality.config.image_size
+    size = max(judge.config.image_size for judge in (judges.modality, judges.finding) if judge is not None)
     generated, real = judge_images(list(generated_images), size), judge_images(list(real_images), size)
     scores.update(recognition_scores(judges, generated, list(rows["modality"]), finding_labels(rows), real))
     if config.image_metrics and len(real) >= 4:
