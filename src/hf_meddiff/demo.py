@@ -366,12 +366,16 @@ def stage_evaluation(
     test = load_data_arg(data_path, split="test")
     models = {"sft": sft_dir} if not model_dir or model_dir == sft_dir else {"sft": sft_dir, "rl": model_dir}
     summaries = {}
+    judges = None  # the image judges are trained once (on the training split), then shared by both models
     for name, path in models.items():
         print(f"--- evaluating the {name.upper()} model ({path})", flush=True)
         summaries[name] = evaluate_model(
             path,
             test,
             output_dir=out / "eval" / name,
+            judges=judges,
+            judges_data=data_path,
+            image_metrics=True,
             tasks=["vqa", "report", "t2i"],
             max_samples=opts.resolved("eval_samples"),
             vqa_gen_length=opts.resolved("vqa_gen_length"),
@@ -381,6 +385,8 @@ def stage_evaluation(
             dataset_name="MedPhantom",
             split="test",
         )
+        if (out / "eval" / name / "judges" / "modality").is_dir():
+            judges = str(out / "eval" / name / "judges")
     result: dict[str, Any] = {
         name: {"results": summary["files"]["json"], "files": summary["files"]}
         for name, summary in summaries.items()
@@ -391,7 +397,10 @@ def stage_evaluation(
     rows = compare_summaries(summaries["sft"], summaries["rl"])
     n = summaries["sft"].get("dataset", {}).get("num_samples", "?")
     table = comparison_markdown(
-        rows, labels=("SFT", "SFT + GRPO"), title=f"Before / after GRPO on {n} held-out MedPhantom test rows"
+        rows,
+        labels=("SFT", "SFT + GRPO"),
+        title=f"Before / after GRPO on {n} held-out MedPhantom test rows",
+        num_samples=n if isinstance(n, int) else None,
     )
     (out / "eval" / "before_after.md").write_text(table + "\n", encoding="utf-8")
     (out / "eval" / "before_after.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")

@@ -112,9 +112,13 @@ def compare_summaries(
 
 
 def comparison_markdown(
-    rows: Sequence[Mapping[str, Any]], labels: tuple[str, str] = ("SFT", "GRPO"), title: str | None = None
+    rows: Sequence[Mapping[str, Any]],
+    labels: tuple[str, str] = ("SFT", "GRPO"),
+    title: str | None = None,
+    num_samples: int | None = None,
 ) -> str:
-    """The rows of `compare_summaries` as a Markdown table, with a one-line count of gains and losses."""
+    """The rows of `compare_summaries` as a Markdown table, with a one-line count of gains and losses; with
+    `num_samples` (rows evaluated) it also says whether the headline VQA change is within sampling noise."""
 
     def fmt(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
@@ -132,6 +136,16 @@ def comparison_markdown(
             f"| {row['metric']} | {fmt(row['before'])} | {fmt(row['after'])} | {change} | {row['verdict']} |"
         )
     counts = {v: sum(1 for r in rows if r["verdict"] == v) for v in ("gain", "loss", "no change")}
+    noise = ""
+    headline_row = next((r for r in rows if r["metric"] == "VQA accuracy" and r["before"] is not None), None)
+    if headline_row is not None and num_samples:
+        p = min(max(headline_row["before"], 1e-6), 1 - 1e-6)
+        spread = 2 * (2 * p * (1 - p) / num_samples) ** 0.5
+        noise = (
+            f" A change in VQA accuracy smaller than about ±{spread:.3f} (two standard errors of the difference of two "
+            f"accuracies on {num_samples} rows) is within sampling noise"
+            + (" — this one is." if abs(headline_row["change"] or 0.0) < spread else ".")
+        )
     headline = next((r for r in rows if r["metric"] == "VQA accuracy"), None)
     lines += [
         "",
@@ -142,6 +156,7 @@ def comparison_markdown(
             if headline
             else ""
         )
-        + ".",
+        + "."
+        + noise,
     ]
     return "\n".join(lines)
