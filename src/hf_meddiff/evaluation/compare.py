@@ -21,7 +21,7 @@ from typing import Any
 __all__ = ["compare_summaries", "comparison_markdown", "LOWER_IS_BETTER"]
 
 # Metrics where a smaller value is better (distances between image distributions).
-LOWER_IS_BETTER = ("fid", "kid")
+LOWER_IS_BETTER = ("fid", "kid", "pixel_mse", "mse")
 
 # (section, key, label) of the headline metrics, in table order; per-group rows follow their section's headline.
 _HEADLINE: tuple[tuple[str, str, str], ...] = (
@@ -73,7 +73,7 @@ def _entries(summary: Mapping[str, Any]) -> list[tuple[str, float | None, bool]]
     if isinstance(image, Mapping):
         for key, value in image.items():
             number = _number(value)
-            if number is None or key == "n" or key.startswith("num_"):
+            if number is None or key == "n" or key.startswith("num_") or "std" in key.split("_"):
                 continue
             lower = any(key.lower().startswith(prefix) for prefix in LOWER_IS_BETTER)
             out.append((f"Report-to-image {key}", number, lower))
