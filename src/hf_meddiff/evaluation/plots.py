@@ -49,7 +49,8 @@ def plot_image_grid(
     n = max(len(images), 1)
     cols = min(columns, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows), squeeze=False)
+    # Two-line titles need room above every image: a taller cell and padding between rows keep them uncovered.
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 3.3 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, image in enumerate(images):
@@ -79,7 +80,7 @@ def plot_image_grid(
             ax.set_title(titles[i], fontsize=7, wrap=True)
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=1.5)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
