@@ -20,3 +20,12 @@ def _seed_and_one_thread():
     torch.manual_seed(0)
     torch.set_num_threads(1)
     yield
+    # A trainer initialises accelerate's process-wide state (device, mixed precision); the next test's trainer may
+    # want other settings (e.g. TRL configs default to bf16, the DDPO tests to fp32), so every test starts afresh.
+    import sys
+
+    if "accelerate" in sys.modules:
+        from accelerate.state import AcceleratorState, PartialState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        PartialState._reset_state()
