@@ -67,7 +67,8 @@ def text_to_image_markdown(image: Mapping[str, Any]) -> list[str]:
             "|---|---|---|",
         ]
         lines += [
-            f"| {title} | {fmt(image[gen])} | {fmt(image.get(real))} |" for title, gen, real, fmt in rows
+            f"| {title} | {fmt(image[gen])} | {fmt(image.get(real)) if real else '-'} |"
+            for title, gen, real, fmt in rows
         ]
         lines.append("")
     other = {k: v for k, v in image.items() if k not in _T2I_KEYS}
