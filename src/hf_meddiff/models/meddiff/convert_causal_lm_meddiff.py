@@ -36,18 +36,16 @@ from .convert_common_meddiff import (
     grow_rows,
     read_json,
     resolve_source,
+    special_token_ids,
     torch_dtype,
 )
 from .convert_common_meddiff import write_plan as _write_plan
 from .tokens_meddiff import (
     BOS_TOKEN,
-    EOI_TOKEN,
     EOS_TOKEN,
     MASK_TOKEN,
     PAD_TOKEN,
-    SOI_TOKEN,
     SPECIAL_TOKENS,
-    TASK_TOKENS,
     TEXT_TAG_TOKENS,
     UNK_TOKEN,
 )
@@ -277,13 +275,7 @@ def convert_causal_lm(
         vocab_size=vocab,
         image_grid_size=grid,
         mask_token_id=token_id(MASK_TOKEN),
-        pad_token_id=token_id(PAD_TOKEN),
-        bos_token_id=token_id(BOS_TOKEN),
-        eos_token_id=token_id(EOS_TOKEN),
-        soi_token_id=token_id(SOI_TOKEN),
-        eoi_token_id=token_id(EOI_TOKEN),
-        mmu_token_id=token_id(TASK_TOKENS["mmu"]),
-        t2i_token_id=token_id(TASK_TOKENS["t2i"]),
+        **special_token_ids(token_id),
     )
     meddiff_config.architectures = ["MedDiffForMaskedDiffusion"]
     meddiff_config.dtype = str(out_dtype or checkpoint.dtype(embed)).replace("torch.", "")

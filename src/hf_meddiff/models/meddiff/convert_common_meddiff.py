@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from .tokens_meddiff import BOS_TOKEN, EOI_TOKEN, EOS_TOKEN, PAD_TOKEN, SOI_TOKEN, TASK_TOKENS
+
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 ST_DTYPES = {
@@ -448,3 +450,16 @@ __all__ = [
     "torch_dtype",
     "write_plan",
 ]
+
+
+def special_token_ids(token_id: Callable[[str], int]) -> dict[str, int]:
+    """The `MedDiffConfig` ids of the pad, bos, eos, image-boundary and task tokens, looked up by `token_id(text)`."""
+    return {
+        "pad_token_id": token_id(PAD_TOKEN),
+        "bos_token_id": token_id(BOS_TOKEN),
+        "eos_token_id": token_id(EOS_TOKEN),
+        "soi_token_id": token_id(SOI_TOKEN),
+        "eoi_token_id": token_id(EOI_TOKEN),
+        "mmu_token_id": token_id(TASK_TOKENS["mmu"]),
+        "t2i_token_id": token_id(TASK_TOKENS["t2i"]),
+    }

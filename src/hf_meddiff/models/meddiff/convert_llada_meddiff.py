@@ -38,6 +38,7 @@ from .convert_common_meddiff import (
     read_json,
     rename_tokenizer_tokens,
     resolve_source,
+    special_token_ids,
     torch_dtype,
     write_plan,
 )
@@ -404,13 +405,7 @@ def convert_llada(
         vocab_size=vocab,
         image_grid_size=grid,
         mask_token_id=mask_token_id,
-        pad_token_id=token_id(PAD_TOKEN),
-        bos_token_id=token_id(BOS_TOKEN),
-        eos_token_id=token_id(EOS_TOKEN),
-        soi_token_id=token_id(SOI_TOKEN),
-        eoi_token_id=token_id(EOI_TOKEN),
-        mmu_token_id=token_id(TASK_TOKENS["mmu"]),
-        t2i_token_id=token_id(TASK_TOKENS["t2i"]),
+        **special_token_ids(token_id),
     )
     meddiff_config.architectures = ["MedDiffForMaskedDiffusion"]
     meddiff_config.dtype = str(out_dtype or checkpoint.dtype(wte)).replace("torch.", "")
