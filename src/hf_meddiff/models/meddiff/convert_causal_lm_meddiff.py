@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,10 @@ from .convert_common_meddiff import (
     ConversionPlan,
     OutputTensor,
     SafetensorsCheckpoint,
+    cast,
     check_keys,
     check_shape,
+    copy_tensor,
     grow_rows,
     read_json,
     resolve_source,
@@ -209,16 +212,12 @@ def convert_causal_lm(
             value = grow_rows(handle.get_tensor(key), vocab, torch.tensor(fresh), statistics_rows, mode, seed)
             for new_id, source_id in copied.items():
                 value[new_id] = value[source_id]
-            return value.to(out_dtype) if out_dtype is not None else value
+            return cast(value, out_dtype)
 
         return make
 
-    def copy(key: str):
-        def make(handle: Any) -> torch.Tensor:
-            value = handle.get_tensor(key)
-            return value.to(out_dtype) if out_dtype is not None else value
-
-        return make
+    def copy(key: str) -> Callable[[Any], torch.Tensor]:
+        return copy_tensor(key, out_dtype)
 
     def dtype_of(key: str) -> torch.dtype:
         return out_dtype or checkpoint.dtype(key)

@@ -463,3 +463,13 @@ def special_token_ids(token_id: Callable[[str], int]) -> dict[str, int]:
         "mmu_token_id": token_id(TASK_TOKENS["mmu"]),
         "t2i_token_id": token_id(TASK_TOKENS["t2i"]),
     }
+
+
+def cast(value: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """`value` in `dtype` (unchanged when `dtype` is None)."""
+    return value if dtype is None else value.to(dtype)
+
+
+def copy_tensor(key: str, dtype: torch.dtype | None) -> Callable[[Any], torch.Tensor]:
+    """A conversion plan's maker for a tensor taken as it is: source tensor `key` of the open shard, cast to `dtype`."""
+    return lambda handle: cast(handle.get_tensor(key), dtype)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,10 @@ from .convert_common_meddiff import (
     ConversionPlan,
     OutputTensor,
     SafetensorsCheckpoint,
+    cast,
     check_keys,
     check_shape,
+    copy_tensor,
     grow_rows,
     read_json,
     rename_tokenizer_tokens,
@@ -330,19 +333,15 @@ def convert_llada(
         value = grow_rows(
             handle.get_tensor(PREFIX + "wte.weight"), vocab, new_rows, text_vocab, "sample", seed
         )
-        return value.to(out_dtype) if out_dtype is not None else value
+        return cast(value, out_dtype)
 
     def head(handle: Any) -> torch.Tensor:
         key = PREFIX + ("wte.weight" if tied else "ff_out.weight")
         value = grow_rows(handle.get_tensor(key), vocab, new_rows, text_vocab, "mean", seed)
-        return value.to(out_dtype) if out_dtype is not None else value
+        return cast(value, out_dtype)
 
-    def copy(key: str):
-        def make(handle: Any) -> torch.Tensor:
-            value = handle.get_tensor(key)
-            return value.to(out_dtype) if out_dtype is not None else value
-
-        return make
+    def copy(key: str) -> Callable[[Any], torch.Tensor]:
+        return copy_tensor(key, out_dtype)
 
     def dtype_of(key: str) -> torch.dtype:
         return out_dtype or checkpoint.dtype(key)
