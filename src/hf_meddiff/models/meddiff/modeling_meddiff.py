@@ -376,7 +376,9 @@ class MedDiffCache:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys/values `cache[:start] ++ new ++ cache[start + n:]` for layer `layer_idx`; stored back if `write`.
 
-        An empty layer is filled with the new keys/values (the `use_cache=True` full forward).
+        An empty layer is filled with the new keys/values (the `use_cache=True` full forward). Without autograd
+        a block inside the cached length is always written in place (the sampler recomputes a block before it
+        reads it again, so `write=False` then only matters under autograd or past the cached length).
         """
         if layer_idx == len(self.key_cache):
             if start != 0:
@@ -389,6 +391,12 @@ class MedDiffCache:
             return key_states, value_states
         end = start + key_states.shape[-2]
         cached_keys, cached_values = self.key_cache[layer_idx], self.value_cache[layer_idx]
+        if end <= cached_keys.shape[-2] and not torch.is_grad_enabled():
+            # without autograd the block is written in place (no copy of the whole cache per block pass); the
+            # positions it overwrites are the block's own, which every later pass recomputes before reading
+            cached_keys[..., start:end, :].copy_(key_states)
+            cached_values[..., start:end, :].copy_(value_states)
+            return cached_keys, cached_values
         keys = torch.cat([cached_keys[..., :start, :], key_states, cached_keys[..., end:, :]], dim=-2)
         values = torch.cat([cached_values[..., :start, :], value_states, cached_values[..., end:, :]], dim=-2)
         if write:
