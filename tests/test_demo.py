@@ -59,6 +59,11 @@ def test_quick_demo_runs_every_stage_and_writes_the_table(demo_run, capsys):
     assert (out / "model" / "image_tokenizer" / "config.json").is_file()
 
     assert (out / "rl-model" / "model.safetensors").is_file() and (out / "reward_curves.png").is_file()
+    from hf_meddiff.evaluation import trained_text_canvases
+
+    # GRPO samples, and the evaluation asks both models, on the canvases the SFT model was trained with
+    sft_canvases, rl_canvases = trained_text_canvases(out / "model"), trained_text_canvases(out / "rl-model")
+    assert sft_canvases["vqa"] == rl_canvases["vqa"] and sft_canvases["report"] == rl_canvases["report"]
     table = (out / "eval" / "before_after.md").read_text()
     assert "| Metric | SFT | SFT + GRPO | Change | |" in table and "| VQA accuracy |" in table
     assert "gains" in table and "losses" in table

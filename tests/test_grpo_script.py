@@ -78,3 +78,34 @@ def test_every_grpo_recipe_parses_into_the_three_dataclasses_and_flags_win(recip
     assert len(args.reward_weights or script_args.rewards) == len(script_args.rewards)
     assert model_args.use_peft == ("lora" in recipe)
     assert model_args.load_in_4bit == (recipe == "grpo_qlora")
+
+
+def test_text_canvases_follow_the_policys_training_recipe_into_grpo_and_its_saved_folder(tmp_path):
+    from hf_meddiff.evaluation import trained_text_canvases, trained_vqa_length
+    from hf_meddiff.trainer.grpo.config import DiffusionGRPOConfig
+    from hf_meddiff.trainer.grpo.script import fill_trained_canvases
+
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    training = {"response_length": 32, "response_length_per_task": {"vqa": 4, "report": 256}}
+    (policy / "sft_recipe.json").write_text(json.dumps({"training": training}))
+    assert trained_text_canvases(policy) == {"vqa": 4, "report": 256, "reasoning": 32}
+
+    args = DiffusionGRPOConfig(
+        output_dir=str(tmp_path / "o"),
+        completion_length_per_task={"reasoning": 64},
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+    )
+    filled = fill_trained_canvases(args, str(policy))
+    assert filled == {"vqa": 4, "report": 256, "inpaint_text": 256}  # the recipe's own reasoning canvas wins
+    assert args.completion_length("vqa") == 4 and args.completion_length("reasoning") == 64
+
+    rl = tmp_path / "rl"
+    rl.mkdir()
+    recipe = {"script": {"policy_path": str(policy)}, "training": {"completion_length_per_task": {"vqa": 6}}}
+    (rl / "grpo_recipe.json").write_text(json.dumps(recipe))
+    assert trained_vqa_length(rl) == 6  # an RL folder answers on its own GRPO canvas, not a default
+    assert trained_text_canvases(rl)["report"] == 256  # what GRPO left out comes from its policy
+    assert trained_text_canvases(tmp_path / "missing") == {}

@@ -70,12 +70,11 @@ QUICK_SFT_ARGS = [
     "--dataset_eval_split", "none",
     "--report_to", "none",
 ]  # fmt: skip
-# The GRPO stage of `--quick`: a couple of tiny steps.
+# The GRPO stage of `--quick`: a couple of tiny steps (on the canvases the SFT stage trained, as the full run).
 QUICK_RL_ARGS = [
     "--max_steps", "2",
     "--per_device_train_batch_size", "4",
     "--num_generations", "2",
-    "--completion_length_per_task", '{"vqa": 4, "report": 12, "inpaint_text": 12}',
     "--image_steps", "2",
     "--reward_generation_steps", "2",
     "--max_train_samples", "16",

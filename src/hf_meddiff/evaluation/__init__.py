@@ -25,6 +25,7 @@ from .inference import (
     generate_one,
     load_model_and_processor,
     text_generation_overrides,
+    trained_text_canvases,
     trained_vqa_length,
 )
 from .io import (
@@ -76,6 +77,7 @@ __all__ = [
     "save_canonical",
     "save_reconstruction_grid",
     "text_generation_overrides",
+    "trained_text_canvases",
     "trained_vqa_length",
     "vqa_section",
 ]

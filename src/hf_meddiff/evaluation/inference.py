@@ -19,6 +19,7 @@ __all__ = [
     "generate_one",
     "load_model_and_processor",
     "text_generation_overrides",
+    "trained_text_canvases",
     "trained_vqa_length",
 ]
 
@@ -50,17 +51,42 @@ def load_model_and_processor(
     return model.to(_device(device)).eval(), processor
 
 
+def trained_text_canvases(model_dir: str | os.PathLike) -> dict[str, int]:
+    """The text canvas of each task a model folder was trained with, e.g. `{"vqa": 4, "report": 256}`.
+
+    Read from the folder's `sft_recipe.json` (`response_length_per_task`, else `response_length` for every text
+    task), else from its `grpo_recipe.json` (`completion_length_per_task`, then the GRPO policy's own folder for
+    the tasks it leaves out). `{}` when the folder says nothing (e.g. a Hub id).
+    """
+    folder = Path(model_dir)
+    sft = _read_json(folder / "sft_recipe.json")
+    if sft is not None:
+        training = sft.get("training") or {}
+        canvases = dict.fromkeys(("vqa", "report", "reasoning"), training.get("response_length"))
+        canvases.update(training.get("response_length_per_task") or {})
+        return {task: int(length) for task, length in canvases.items() if length}
+    grpo = _read_json(folder / "grpo_recipe.json")
+    if grpo is None:
+        return {}
+    policy = (grpo.get("script") or {}).get("policy_path")
+    canvases = trained_text_canvases(policy) if policy and Path(policy).is_dir() and Path(policy) != folder else {}
+    lengths = (grpo.get("training") or {}).get("completion_length_per_task") or {}
+    return canvases | {task: int(length) for task, length in lengths.items() if length}
+
+
 def trained_vqa_length(model_dir: str | os.PathLike) -> int | None:
-    """The VQA answer canvas a model was trained with, from `sft_recipe.json` in its folder (`None` if unknown)."""
-    path = Path(model_dir) / "sft_recipe.json"
+    """The VQA answer canvas a model was trained with (`trained_text_canvases`; `None` if unknown)."""
+    return trained_text_canvases(model_dir).get("vqa")
+
+
+def _read_json(path: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        training = json.loads(path.read_text(encoding="utf-8")).get("training") or {}
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    length = (training.get("response_length_per_task") or {}).get("vqa", training.get("response_length"))
-    return int(length) if length else None
+    return value if isinstance(value, dict) else None
 
 
 def pipeline_for(model, processor):

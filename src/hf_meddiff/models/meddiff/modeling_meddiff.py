@@ -386,9 +386,10 @@ class MedDiffCache:
                     f"MedDiffCache layer {layer_idx} is empty but cache_start={start}; fill the cache with a full "
                     "forward (`use_cache=True`, no cache_start) first."
                 )
-            self.key_cache.append(key_states)
-            self.value_cache.append(value_states)
-            return key_states, value_states
+            # contiguous, so that blocks written in place later keep the layout attention reads fastest
+            self.key_cache.append(key_states.contiguous())
+            self.value_cache.append(value_states.contiguous())
+            return self.key_cache[-1], self.value_cache[-1]
         end = start + key_states.shape[-2]
         cached_keys, cached_values = self.key_cache[layer_idx], self.value_cache[layer_idx]
         if end <= cached_keys.shape[-2] and not torch.is_grad_enabled():

@@ -33,7 +33,7 @@ from ..common import (
     parse_recipe,
     run_command,
 )
-from .config import DiffusionGRPOConfig
+from .config import GRPO_TASKS, DiffusionGRPOConfig
 
 logger = logging.get_logger(__name__)
 
@@ -242,6 +242,25 @@ def save_policy(trainer: Any, processor: Any, script_args: GRPOScriptArguments, 
         processor.save_pretrained(output_dir)
 
 
+def fill_trained_canvases(training_args: DiffusionGRPOConfig, policy_path: str | None) -> dict[str, int]:
+    """Text tasks the recipe gives no canvas get the one the policy was trained with (its `sft_recipe.json`;
+    text inpainting: the report canvas), so that rollouts keep the EOS padding the model learned. Returns the
+    filled-in lengths."""
+    if not policy_path or not os.path.isdir(policy_path):
+        return {}
+    from ...evaluation.inference import trained_text_canvases
+
+    trained = trained_text_canvases(policy_path)
+    if "report" in trained:
+        trained.setdefault("inpaint_text", trained["report"])
+    given = dict(training_args.completion_length_per_task or {})
+    filled = {task: n for task, n in trained.items() if task in GRPO_TASKS and task not in given}
+    if filled:
+        training_args.completion_length_per_task = given | filled
+        logger.info(f"Completion canvases from the policy's training recipe: {filled}")
+    return filled
+
+
 def validate(script_args: GRPOScriptArguments, training_args: DiffusionGRPOConfig, model_args: Any) -> None:
     """What can be checked before any work starts (policy folder, steps, sizes, a writable output_dir):
     `UsageError`s that name the option."""
@@ -283,6 +302,7 @@ def _main(argv: list[str]) -> int:
 
     script_args, training_args, model_args = parse_recipe(make_parser(), argv)
     validate(script_args, training_args, model_args)
+    fill_trained_canvases(training_args, script_args.policy_path or getattr(model_args, "model_name_or_path", None))
     set_seed(training_args.seed)
     model, processor = load_policy(script_args, model_args)
     train_rows = load_train_rows(script_args, processor)
@@ -308,7 +328,12 @@ def _main(argv: list[str]) -> int:
     trainer.save_state()
     if trainer.is_world_process_zero():
         with open(os.path.join(training_args.output_dir, "grpo_recipe.json"), "w", encoding="utf-8") as f:
-            json.dump({"script": asdict(script_args), "model": asdict(model_args)}, f, indent=2, default=str)
+            training = {
+                "completion_length_per_task": training_args.completion_length_per_task,
+                "max_completion_length": training_args.max_completion_length,
+            }
+            recipe = {"script": asdict(script_args), "model": asdict(model_args), "training": training}
+            json.dump(recipe, f, indent=2, default=str)
     return 0
 
 
