@@ -24,13 +24,17 @@ autoregressive model with a KV cache.
 4. **Images**: forward passes per 256-token image (MaskGIT with classifier-free guidance).
 
 Read `fast_passes_per_token` first: the fast path's gain beyond its block cache comes only from positions whose
-probability exceeds `--threshold`. A model trained on short canvases (the embedded recipe pads reports to 80 tokens)
+probability exceeds `--threshold`. A model trained on short canvases (the demo recipe pads reports to 80 tokens)
 is out of its training distribution on a 256- or 1024-token canvas and is rarely that confident there, so the fast
-path then takes one pass per token and gains only what its cheaper block passes give.
+path then takes one pass per token and gains only what its cheaper block passes give. The longer recipe
+(`trainers/pretrain_embedded_long.yaml`) pads reports to 256 tokens: its model commits the EOS tail of a 256-token
+canvas in a few passes (about 0.15 passes per token), but not past the positions it was trained on.
 
 Run (CPU; the model must already be trained or be given):
 
     python benchmarks/bench_generation.py --model outputs/demo/model --json benchmark_generation.json
+    python benchmarks/bench_generation.py --model outputs/demo-long/model --json benchmark_generation.json   # the
+        # model of `hf-meddiff demo --recipe trainers/pretrain_embedded_long.yaml --output-dir outputs/demo-long`
 
 `--quick` shrinks everything for a smoke run (numbers then mean little).
 """
