@@ -115,15 +115,11 @@ def heldout_rows(model_dir: Path, data: str | None, split: str):
 
 def trained_lengths(model, model_dir: Path) -> tuple[int, int, int | None]:
     """(VQA canvas, report canvas, report block) the model was trained / configured with."""
-    from hf_meddiff.evaluation.inference import trained_vqa_length
+    from hf_meddiff.evaluation.inference import trained_text_canvases
 
-    vqa = trained_vqa_length(model_dir) or 4
-    training = {}
-    if (model_dir / "sft_recipe.json").is_file():
-        training = json.loads((model_dir / "sft_recipe.json").read_text()).get("training") or {}
-    report = (training.get("response_length_per_task") or {}).get(
-        "report"
-    ) or model.generation_config.gen_length
+    canvases = trained_text_canvases(model_dir)
+    vqa = canvases.get("vqa") or 4
+    report = canvases.get("report") or model.generation_config.gen_length
     block = model.generation_config.block_length
     if block and report % block:
         block = None

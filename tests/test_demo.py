@@ -70,9 +70,10 @@ def test_quick_demo_runs_every_stage_and_writes_the_table(demo_run, capsys):
     card = (out / "rl-model" / "README.md").read_text()
     assert "model-index" in card and "Not for clinical decisions" in card and "SFT + GRPO" in card
     rl_results = json.loads((out / "eval" / "rl" / "results.json").read_text())
-    assert rl_results["dataset"]["num_samples"] == json.loads((out / "eval" / "sft" / "results.json").read_text())[
-        "dataset"
-    ]["num_samples"]
+    assert (
+        rl_results["dataset"]["num_samples"]
+        == json.loads((out / "eval" / "sft" / "results.json").read_text())["dataset"]["num_samples"]
+    )
 
     results = json.loads((out / "eval" / "sft" / "results.json").read_text())
     assert results["dataset"]["split"] == "test"

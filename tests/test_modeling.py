@@ -346,7 +346,30 @@ def test_block_recomputed_from_the_cache_matches_the_full_forward():
     before = [k.clone() for k in cache.key_cache]
     block = model(ids[:, 5:9], attention_mask=mask, cache=cache, cache_start=5)
     torch.testing.assert_close(block.logits, full.logits[:, 5:9], rtol=1e-5, atol=1e-5)
-    assert all(torch.equal(k, b) for k, b in zip(cache.key_cache, before))  # read-only by default
+    assert all(torch.equal(k, b) for k, b in zip(cache.key_cache, before))  # read-only under autograd
+
+
+def test_without_autograd_a_block_is_written_in_place_and_an_inference_mode_cache_stays_usable():
+    model = tiny_model()
+    ids = text_ids(1, 12)
+    changed = ids.clone()
+    changed[0, 4:8] = text_ids(4)
+    with torch.inference_mode():
+        cache = model(ids, use_cache=True).cache
+    with torch.no_grad():
+        # a cache made in inference mode is read, not written (its tensors cannot change outside that mode)
+        before = [k.clone() for k in cache.key_cache]
+        model(changed[:, 4:8], cache=cache, cache_start=4)
+        assert all(torch.equal(k, b) for k, b in zip(cache.key_cache, before))
+        cache = model(ids, use_cache=True).cache
+        before = [k.clone() for k in cache.key_cache]
+        model(changed[:, 4:8], cache=cache, cache_start=4)
+        fresh = model(changed, use_cache=True).cache
+    # the block's keys were written in place (layer-0 keys depend only on the token and its position) ...
+    torch.testing.assert_close(cache.key_cache[0], fresh.key_cache[0], rtol=1e-6, atol=1e-6)
+    # ... and nothing outside the block changed
+    torch.testing.assert_close(cache.key_cache[1][..., :4, :], before[1][..., :4, :])
+    torch.testing.assert_close(cache.key_cache[1][..., 8:, :], before[1][..., 8:, :])
 
 
 def test_prefix_mode_on_a_cropped_cache_matches_the_full_forward():

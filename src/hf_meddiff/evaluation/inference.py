@@ -69,7 +69,9 @@ def trained_text_canvases(model_dir: str | os.PathLike) -> dict[str, int]:
     if grpo is None:
         return {}
     policy = (grpo.get("script") or {}).get("policy_path")
-    canvases = trained_text_canvases(policy) if policy and Path(policy).is_dir() and Path(policy) != folder else {}
+    canvases = (
+        trained_text_canvases(policy) if policy and Path(policy).is_dir() and Path(policy) != folder else {}
+    )
     lengths = (grpo.get("training") or {}).get("completion_length_per_task") or {}
     return canvases | {task: int(length) for task, length in lengths.items() if length}
 

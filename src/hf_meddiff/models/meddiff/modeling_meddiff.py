@@ -392,7 +392,8 @@ class MedDiffCache:
             return self.key_cache[-1], self.value_cache[-1]
         end = start + key_states.shape[-2]
         cached_keys, cached_values = self.key_cache[layer_idx], self.value_cache[layer_idx]
-        if end <= cached_keys.shape[-2] and not torch.is_grad_enabled():
+        writable = torch.is_inference_mode_enabled() or not cached_keys.is_inference()
+        if end <= cached_keys.shape[-2] and not torch.is_grad_enabled() and writable:
             # without autograd the block is written in place (no copy of the whole cache per block pass); the
             # positions it overwrites are the block's own, which every later pass recomputes before reading
             cached_keys[..., start:end, :].copy_(key_states)

@@ -302,7 +302,9 @@ def _main(argv: list[str]) -> int:
 
     script_args, training_args, model_args = parse_recipe(make_parser(), argv)
     validate(script_args, training_args, model_args)
-    fill_trained_canvases(training_args, script_args.policy_path or getattr(model_args, "model_name_or_path", None))
+    fill_trained_canvases(
+        training_args, script_args.policy_path or getattr(model_args, "model_name_or_path", None)
+    )
     set_seed(training_args.seed)
     model, processor = load_policy(script_args, model_args)
     train_rows = load_train_rows(script_args, processor)
