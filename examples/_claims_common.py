@@ -58,6 +58,7 @@ class Size:
     rl_image_steps: int = 8  # MaskGIT steps of GRPO's image rollouts and of the cycle / inpainting rewards
     reasoning_steps: int = 32  # denoising steps of a 96-token reasoning rollout in GRPO / rejection sampling
     judge_epochs: int = 8  # image judges (report-to-image FID / KID features)
+    base: str | None = None  # a trained MedDiff folder to start from instead of training a base (`--base`)
 
     @classmethod
     def quick(cls) -> Size:
@@ -117,6 +118,12 @@ def add_common_args(parser: argparse.ArgumentParser, *, default_seeds: int = 3) 
         help=f"held-out rows per evaluation (default {defaults.eval_samples})",
     )
     parser.add_argument("--cache-dir", default=None, help=f"where SFT bases are cached (default {CACHE})")
+    parser.add_argument(
+        "--base",
+        default=None,
+        help="a trained MedDiff folder to use as the SFT base, e.g. the model/ folder of `hf-meddiff demo`; the "
+        "claim then runs on that model's own data and test split (claims that hold data out train their own)",
+    )
 
 
 def size_from_args(args: argparse.Namespace) -> Size:
@@ -128,6 +135,7 @@ def size_from_args(args: argparse.Namespace) -> Size:
         "grpo_steps": args.grpo_steps,
         "eval_samples": args.eval_samples,
         "tokenizer_steps": args.tokenizer_steps,
+        "base": str(Path(args.base).resolve()) if args.base else None,
     }
     size = replace(size, **{k: v for k, v in changes.items() if v is not None})
     if args.quick:
@@ -144,10 +152,35 @@ def make_data(size: Size, seed: int = 0, *, expand: bool | None = None):
     when `expand` (default: `size.all_questions`)."""
     from hf_meddiff.data import expand_phantom_questions, make_phantom_dataset
 
+    if size.base:
+        return base_data(size.base)
     ds = make_phantom_dataset(size.num_cases, seed=seed, image_size=size.image_size)
     if size.all_questions if expand is None else expand:
         ds = expand_phantom_questions(ds, seed=seed)
     return ds
+
+
+def base_data_path(base: str) -> Path:
+    """The canonical dataset a given base (`--base`) was trained on: `data/data.parquet` beside its folder (the
+    layout of `hf-meddiff demo`), else the `dataset_path` of its `sft_recipe.json`."""
+    beside = Path(base).parent / "data" / "data.parquet"
+    if beside.is_file():
+        return beside
+    recipe = Path(base) / "sft_recipe.json"
+    script = json.loads(recipe.read_text()).get("script", {}) if recipe.is_file() else {}
+    path = script.get("dataset_path")
+    if not path or not Path(path).exists():
+        raise SystemExit(
+            f"--base {base}: cannot find the data it was trained on (no {beside} and no dataset_path in its "
+            "sft_recipe.json); the claim must test on that data's held-out split."
+        )
+    return Path(path)
+
+
+def base_data(base: str):
+    from hf_meddiff.evaluation import load_canonical
+
+    return load_canonical(str(base_data_path(base)))
 
 
 def save_data(ds, folder: str | os.PathLike) -> str:
@@ -242,6 +275,13 @@ def cached_base(size: Size, seed: int, *, data: str = "all", holdout: Sequence[s
     `data="all"`: trained on the i.i.d. training split of MedPhantom (every modality and question type);
     `data="modality"` / `"question_type"`: the rows whose value is in `holdout` are left out (see `split_phantom`).
     """
+    if size.base:
+        if data != "all":
+            raise SystemExit(
+                "--base gives a model trained on every modality and question type; this claim trains its own base "
+                "without the held-out groups, so run it without --base."
+            )
+        return size.base
     settings = {
         "kind": "sft-base",
         "size": asdict(size),
@@ -322,6 +362,9 @@ def cached_reasoner_rl(size: Size, seed: int, style: str) -> str:
 def cached_judges(size: Size, seed: int) -> str:
     """Image judges (modality / finding classifiers whose features give the domain FID / KID of report-to-image)
     trained on the real training images of the base's data, cached."""
+    demo_judges = Path(size.base).parent / "eval" / "sft" / "judges" if size.base else None
+    if demo_judges is not None and (demo_judges / "judges.json").is_file():
+        return str(demo_judges)  # the judges `hf-meddiff demo` trained on the base's own data
     settings = {"kind": "judges", "size": asdict(size), "seed": seed}
 
     def build(folder: Path) -> None:

@@ -26,6 +26,7 @@ from _claims_common import (
     Run,
     Size,
     add_common_args,
+    base_data_path,
     cached_base,
     cached_judges,
     dig,
@@ -51,12 +52,13 @@ METRICS = [  # (label, summary path, lower is better)
 
 
 def rl_args(size: Size, arm: str) -> list[str]:
-    lengths = json.dumps({"vqa": 4, "report": size.report_length, "inpaint_text": size.report_length})
     common = [
-        "--completion_length_per_task", lengths,
         "--image_steps", str(size.rl_image_steps),
         "--reward_generation_steps", str(size.rl_image_steps),
     ]  # fmt: skip
+    if not size.base:  # a given base samples on the canvases it was trained with (its sft_recipe.json)
+        lengths = json.dumps({"vqa": 4, "report": size.report_length, "inpaint_text": size.report_length})
+        common += ["--completion_length_per_task", lengths]
     if arm == "accuracy-only RL":
         return [*common, "--tasks", "vqa", "--rewards", "accuracy", "--reward_weights", "1.0"]
     return common  # the recipe's composite reward and task mix
@@ -76,7 +78,7 @@ def main() -> None:
     rewards: dict[str, list] = {}
     for seed in range(args.seeds):
         base = cached_base(size, seed)
-        data = str(Path(base).parent / "data" / "data.parquet")
+        data = str(base_data_path(base)) if size.base else str(Path(base).parent / "data" / "data.parquet")
         judges = cached_judges(size, seed)
         ds = make_data(size, seed, expand=False)
         test = ds.select([i for i, s in enumerate(ds["split"]) if s == "test"])

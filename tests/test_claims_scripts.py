@@ -95,3 +95,20 @@ def test_answer_length_quick_run_writes_table_json_and_histograms(tmp_path):
     assert 0 < len(record["lengths"]["RL"]["all"]) <= record["size"]["eval_samples"]
     png = out / "answer_length_histograms.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_given_base_replaces_the_trained_one_and_brings_its_own_data(common, tmp_path):
+    demo = tmp_path / "demo"
+    (demo / "model").mkdir(parents=True)
+    (demo / "data").mkdir()
+    (demo / "data" / "data.parquet").write_bytes(b"")
+    parser = argparse.ArgumentParser()
+    common.add_common_args(parser)
+    size = common.size_from_args(parser.parse_args(["--output-dir", "o", "--base", str(demo / "model")]))
+    assert size.base == str((demo / "model").resolve())
+    assert common.cached_base(size, seed=0) == size.base  # nothing is trained
+    assert common.base_data_path(size.base) == (demo / "data" / "data.parquet").resolve()
+    with pytest.raises(SystemExit, match="held-out groups"):
+        common.cached_base(size, seed=0, data="modality", holdout=["ct"])
+    with pytest.raises(SystemExit, match="cannot find the data"):
+        common.base_data_path(str(tmp_path / "elsewhere" / "model"))
