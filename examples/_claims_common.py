@@ -149,7 +149,7 @@ def size_from_args(args: argparse.Namespace) -> Size:
 # ------------------------------------------------------------------------------------------------- data
 def make_data(size: Size, seed: int = 0, *, expand: bool | None = None):
     """MedPhantom cases (all splits in the `split` column); training cases get every question type they answer
-    when `expand` (default: `size.all_questions`)."""
+    when `expand` (default: `size.all_questions`). With `size.base`: the data that base was trained on, as saved."""
     from hf_meddiff.data import expand_phantom_questions, make_phantom_dataset
 
     if size.base:
@@ -161,8 +161,8 @@ def make_data(size: Size, seed: int = 0, *, expand: bool | None = None):
 
 
 def base_data_path(base: str) -> Path:
-    """The canonical dataset a given base (`--base`) was trained on: `data/data.parquet` beside its folder (the
-    layout of `hf-meddiff demo`), else the `dataset_path` of its `sft_recipe.json`."""
+    """The canonical dataset a base was trained on: `data/data.parquet` beside its folder (the layout of the cached
+    bases and of `hf-meddiff demo`), else the `dataset_path` of its `sft_recipe.json` (a `--base` elsewhere)."""
     beside = Path(base).parent / "data" / "data.parquet"
     if beside.is_file():
         return beside
@@ -340,7 +340,7 @@ def cached_reasoner(size: Size, seed: int, style: str) -> str:
     settings = {"kind": "reasoner", "size": asdict(size), "seed": seed, "style": style}
 
     def build(folder: Path) -> None:
-        data = str(Path(base).parent / "data" / "data.parquet")
+        data = str(base_data_path(base))
         run_sft(folder / "model", data, size, seed=seed, steps=size.arm_sft_steps, init=base,
                 extra=reasoning_sft_args(style))  # fmt: skip
 
@@ -353,7 +353,7 @@ def cached_reasoner_rl(size: Size, seed: int, style: str) -> str:
     settings = {"kind": "reasoner-rl", "size": asdict(size), "seed": seed, "style": style}
 
     def build(folder: Path) -> None:
-        data = str(Path(cached_base(size, seed)).parent / "data" / "data.parquet")
+        data = str(base_data_path(cached_base(size, seed)))
         run_grpo(folder / "model", reasoner, data, size, seed=seed, extra=reasoning_grpo_args(style, size))
 
     return str(cached("reasoner-rl", settings, build, SFT_RECIPE, RECIPES / "grpo_vqa.yaml") / "model")

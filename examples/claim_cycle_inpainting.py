@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from _claims_common import (
     RECIPES,
@@ -78,7 +77,7 @@ def main() -> None:
     rewards: dict[str, list] = {}
     for seed in range(args.seeds):
         base = cached_base(size, seed)
-        data = str(base_data_path(base)) if size.base else str(Path(base).parent / "data" / "data.parquet")
+        data = str(base_data_path(base))
         judges = cached_judges(size, seed)
         ds = make_data(size, seed, expand=False)
         test = ds.select([i for i, s in enumerate(ds["split"]) if s == "test"])

@@ -16,12 +16,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from _claims_common import (
     REASONING_LENGTH,
     Run,
     add_common_args,
+    base_data_path,
     cached_base,
     cached_reasoner,
     evaluate,
@@ -102,7 +102,7 @@ def main() -> None:
     rejected: list[dict[str, int]] = []  # per seed: samples rejected for no_answer / wrong_answer / no_think
     for seed in range(args.seeds):
         base = cached_base(size, seed)
-        base_data = str(Path(base).parent / "data" / "data.parquet")
+        base_data = str(base_data_path(base))
         reasoner = cached_reasoner(size, seed, STYLE)
         ds = make_data(size, seed, expand=False)
         train = ds.select([i for i, s in enumerate(ds["split"]) if s == "train"])

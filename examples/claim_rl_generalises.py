@@ -19,11 +19,11 @@ with *), and the summary gives in-distribution vs held-out accuracy and each arm
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from _claims_common import (
     Run,
     add_common_args,
+    base_data_path,
     cached_base,
     evaluate,
     fmt,
@@ -82,7 +82,7 @@ def main() -> None:
         for axis, holdout in groups:
             label = "w/o " + "+".join(holdout)
             base = cached_base(size, seed, data=axis, holdout=holdout)
-            data = str(Path(base).parent / "data" / "data.parquet")
+            data = str(base_data_path(base))
             folder = run.out / f"seed{seed}" / f"{axis}-{'_'.join(holdout)}"
             models = {
                 "base": base,
