@@ -6,6 +6,7 @@ import torch
 from diffusers import VQModel
 
 from hf_meddiff.image_tokenizer import (
+    VQ_PRESETS,
     MedDiffImageTokenizer,
     evaluate_image_tokenizer,
     images_to_tensor,
@@ -181,3 +182,12 @@ def test_preset_training_defaults_apply_when_not_given(monkeypatch):
 def test_bad_training_options_name_the_value(option, value):
     with pytest.raises(ValueError, match=str(value)):
         train_image_tokenizer(_blob_images(4), preset="tiny", progress=False, **{option: value})
+
+
+def test_every_vq_preset_is_a_choice_of_the_tokenizer_command():
+    import typing
+
+    from hf_meddiff.cli import TokenizerOptions
+
+    hints = typing.get_type_hints(TokenizerOptions)
+    assert set(typing.get_args(hints["preset"])) == set(VQ_PRESETS)

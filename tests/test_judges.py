@@ -167,6 +167,43 @@ def test_report_to_image_table_has_judge_rows_beside_real_image_references(judge
     assert f"judges from {tmp_path / 'judges'}" in text
 
 
+class _StubTokenizer:
+    """A VQ tokenizer stand-in: `lossless` decodes what it encoded, otherwise every image decodes to grey."""
+
+    image_size, device, dtype = 32, torch.device("cpu"), torch.float32
+
+    def __init__(self, lossless: bool):
+        self.lossless = lossless
+
+    def encode(self, pixels):
+        return pixels
+
+    def decode(self, codes):
+        return codes if self.lossless else torch.zeros_like(codes)
+
+
+@pytest.mark.parametrize("lossless", [True, False])
+def test_report_to_image_states_the_tokenizers_ceiling_from_reconstructed_real_images(
+    judges, split, tmp_path, lossless
+):
+    _, heldout = split
+    judges.save(tmp_path / "judges")
+    config = EvaluationConfig(output_dir=str(tmp_path), judges=str(tmp_path / "judges"), progress=False)
+    results = EvaluationResults(summary={})
+    processor = SimpleNamespace(image_tokenizer=_StubTokenizer(lossless))
+    evaluate_text_to_image(_EchoPipe(heldout, noise=True), processor, heldout, config, results, tmp_path)
+    image = results.summary["image"]
+    if lossless:  # a tokenizer that loses nothing: its ceiling is the judges' accuracy on the real images
+        assert image["modality_recognised_reconstructed"] == image["modality_accuracy_real"]
+        assert image["finding_recognised_reconstructed"] == image["finding_accuracy_real"]
+    else:  # grey for every image: the judges recognise at most the share of the one label they give grey
+        assert image["modality_recognised_reconstructed"] <= 0.5 < image["modality_accuracy_real"]
+    text = results_to_markdown(results.summary)
+    assert "real images through the VQ tokenizer (ceiling)" in text
+    ceiling = f"{100 * image['modality_recognised_reconstructed']:.1f} %"
+    assert any(line.startswith("| modality recognised %") and ceiling in line for line in text.splitlines())
+
+
 def test_evaluation_trains_judges_on_the_training_split_and_caches_them(tmp_path):
     judges, note = judges_for_evaluation(None, None, None, tmp_path, train=True)
     assert judges is None and "hf-meddiff judges train" in note

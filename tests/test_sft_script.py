@@ -144,6 +144,27 @@ def test_lora_and_qlora_recipes_fine_tune_on_native_iu_xray_files(recipe, tiny_b
     assert any("lora_A" in name for name, _ in model.named_parameters())
 
 
+def test_config_overrides_reach_a_pretrained_model_so_it_can_train_on_a_longer_canvas(tiny_base):
+    from types import SimpleNamespace
+
+    from hf_meddiff import MedDiffForMaskedDiffusion
+    from hf_meddiff.trainer.sft.script import MedDiffScriptArguments, build_model
+
+    base = MedDiffForMaskedDiffusion.from_pretrained(tiny_base)
+    model_args = SimpleNamespace(
+        model_name_or_path=str(tiny_base), model_revision="main", dtype=None, attn_implementation=None,
+        load_in_4bit=False, load_in_8bit=False,
+    )  # fmt: skip
+    longer = base.config.max_position_embeddings + 256
+    script_args = MedDiffScriptArguments(
+        dataset_name="medphantom", model_config_overrides={"max_position_embeddings": longer}
+    )
+    model = build_model(script_args, model_args, processor=None)
+    assert model.config.max_position_embeddings == longer
+    for (name, weight), (_, original) in zip(model.state_dict().items(), base.state_dict().items()):
+        assert torch.equal(weight, original), name  # the pretrained weights, not a fresh model
+
+
 def test_saved_generation_config_uses_semi_autoregressive_blocks_that_divide_the_canvas(tmp_path):
     from hf_meddiff.models.meddiff.generation_meddiff import MedDiffGenerationConfig
     from hf_meddiff.trainer.sft.script import _set_generation_length

@@ -453,8 +453,11 @@ class TokenizerOptions:
     output_dir: str | None = field(
         default=None, metadata={"help": "Where to save the tokenizer(s) (required)."}
     )
-    preset: Literal["embedded", "tiny"] = field(
-        default="embedded", metadata={"help": "VQ model size preset."}
+    preset: Literal["embedded", "embedded16", "tiny"] = field(
+        default="embedded",
+        metadata={
+            "help": "VQ model size preset: embedded (64 px, 8x8 tokens), embedded16 (64 px, 16x16 tokens), tiny (32 px)."
+        },
     )
     image_size: int | None = field(
         default=None, metadata={"help": "Image side the tokenizer sees; unset: the preset's."}

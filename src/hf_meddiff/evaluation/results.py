@@ -46,29 +46,44 @@ def _pct(value: Any) -> str:
 
 
 _T2I_ROWS = (
-    ("modality recognised %", "modality_recognised", "modality_accuracy_real", _pct),
-    ("finding recognised %", "finding_recognised", "finding_accuracy_real", _pct),
-    ("finding recognised / accuracy on real", "finding_recognised_vs_real", None, _pct),
-    ("FID, judge features", "fid_judge", "fid_judge_floor", _fmt),
-    ("KID, judge features", "kid_judge", "kid_judge_floor", _fmt),
+    (
+        "modality recognised %",
+        "modality_recognised",
+        "modality_recognised_reconstructed",
+        "modality_accuracy_real",
+        _pct,
+    ),
+    (
+        "finding recognised %",
+        "finding_recognised",
+        "finding_recognised_reconstructed",
+        "finding_accuracy_real",
+        _pct,
+    ),
+    ("finding recognised / accuracy on real", "finding_recognised_vs_real", None, None, _pct),
+    ("FID, judge features", "fid_judge", None, "fid_judge_floor", _fmt),
+    ("KID, judge features", "kid_judge", None, "kid_judge_floor", _fmt),
 )
-_T2I_KEYS = {key for row in _T2I_ROWS for key in row[1:3]} | {"n", "judges", "judges_heldout_accuracy"}
+_T2I_KEYS = {key for row in _T2I_ROWS for key in row[1:4] if key} | {"n", "judges", "judges_heldout_accuracy"}
 
 
 def text_to_image_markdown(image: Mapping[str, Any]) -> list[str]:
     """The report-to-image section as Markdown lines: the judges' scores of generated images beside the same
-    judges on the real images of the same rows (recognition) or the real-vs-real floor (FID / KID), then any other
-    image metric, then where the judges came from."""
+    judges on the real images of the same rows passed through the VQ tokenizer (the ceiling of generation into it)
+    and on the real images themselves (recognition) or the real-vs-real floor (FID / KID), then any other image
+    metric, then where the judges came from."""
     lines: list[str] = []
     rows = [row for row in _T2I_ROWS if row[1] in image]
     if rows:
         lines += [
-            f"| report-to-image (n = {image.get('n', '?')}) | generated | real images (reference / floor) |",
-            "|---|---|---|",
+            f"| report-to-image (n = {image.get('n', '?')}) | generated | real images through the VQ tokenizer "
+            "(ceiling) | real images (reference / floor) |",
+            "|---|---|---|---|",
         ]
         lines += [
-            f"| {title} | {fmt(image[gen])} | {fmt(image.get(real)) if real else '-'} |"
-            for title, gen, real, fmt in rows
+            f"| {title} | {fmt(image[gen])} | {fmt(image.get(recon)) if recon in image else '-'} | "
+            f"{fmt(image.get(real)) if real else '-'} |"
+            for title, gen, recon, real, fmt in rows
         ]
         lines.append("")
     other = {k: v for k, v in image.items() if k not in _T2I_KEYS}

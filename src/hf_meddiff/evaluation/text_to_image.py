@@ -1,6 +1,8 @@
 """Report-to-image: images generated from reference reports, shown under the reference images, and scored by the image
 judges (`hf_meddiff.metrics.judges`, trained on real images only): how often they recognise the report's modality and
-finding in the generated image, next to their accuracy on the real images of the same rows. With `image_metrics`,
+finding in the generated image, next to their accuracy on the real images of the same rows and on those images passed
+through the model's VQ tokenizer (encode, decode): generation into that tokenizer cannot show what its reconstructions
+lose, so the reconstructions are the ceiling of the generated images' scores. With `image_metrics`,
 every report row is generated and FID / KID are computed in the judges' feature space beside the real-vs-real floor
 (two halves of the held-out real images), and on the model's own VQ features, with pixel MSE to the reference."""
 
@@ -15,7 +17,7 @@ from .inference import batched_images, image_generation_overrides
 from .plots import plot_image_grid
 from .results import EvaluationResults
 
-__all__ = ["evaluate_text_to_image", "judge_image_metrics", "vq_image_metrics"]
+__all__ = ["evaluate_text_to_image", "judge_image_metrics", "reconstruct_images", "vq_image_metrics"]
 
 
 def evaluate_text_to_image(
@@ -50,19 +52,41 @@ def evaluate_text_to_image(
     )
     section: dict[str, Any] = {"n": count}
     real_images = list(report_rows["image"][:count])
+    tokenizer = getattr(processor, "image_tokenizer", None)
+    reconstructed = reconstruct_images(tokenizer, real_images) if tokenizer is not None else None
     section.update(
-        judge_image_metrics(pipe, report_rows.select(range(count)), real_images, generated, config, out)
+        judge_image_metrics(
+            pipe, report_rows.select(range(count)), real_images, generated, config, out, reconstructed
+        )
     )
     if config.image_metrics and getattr(processor, "image_tokenizer", None) is not None:
         section.update(vq_image_metrics(processor, real_images, generated))
     results.summary["image"] = section
 
 
+def reconstruct_images(tokenizer, images, batch_size: int = 64):
+    """`images` passed through the VQ `tokenizer` (encode to codes, decode), as a `[B, 3, S, S]` tensor in [0, 1]
+    at the tokenizer's image size: what the best generator into this tokenizer could show of each image."""
+    import torch
+
+    from ..image_tokenizer import images_to_tensor
+
+    pixels = images_to_tensor(list(images), int(tokenizer.image_size))
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(pixels), batch_size):
+            chunk = pixels[start : start + batch_size].to(tokenizer.device, tokenizer.dtype)
+            out.append(tokenizer.decode(tokenizer.encode(chunk)).cpu())
+    return ((torch.cat(out) + 1) / 2).clamp(0, 1)
+
+
 def judge_image_metrics(
-    pipe, rows, real_images, generated_images, config: EvaluationConfig, out
+    pipe, rows, real_images, generated_images, config: EvaluationConfig, out, reconstructed_images=None
 ) -> dict[str, Any]:
     """Judge scores of generated images (row i generated from row i's report): `modality_recognised`,
-    `finding_recognised` (fractions) and the judges' accuracy on the rows' real images; with `image_metrics`,
+    `finding_recognised` (fractions) and the judges' accuracy on the rows' real images; with
+    `reconstructed_images` (the real images through the VQ tokenizer, `reconstruct_images`) also
+    `modality_recognised_reconstructed` / `finding_recognised_reconstructed`, the tokenizer's ceiling; with `image_metrics`,
     `fid_judge` / `kid_judge` against the real images and their real-vs-real floors. A `judges` note says where the
     judges came from, or why they were skipped."""
     from ..metrics.image_generation import domain_fid_kid
@@ -90,6 +114,11 @@ def judge_image_metrics(
     size = max(judge.config.image_size for judge in (judges.modality, judges.finding) if judge is not None)
     generated, real = judge_images(list(generated_images), size), judge_images(list(real_images), size)
     scores.update(recognition_scores(judges, generated, list(rows["modality"]), finding_labels(rows), real))
+    if reconstructed_images is not None:
+        ceiling = recognition_scores(
+            judges, judge_images(reconstructed_images, size), list(rows["modality"]), finding_labels(rows)
+        )
+        scores.update({f"{key}_reconstructed": value for key, value in ceiling.items()})
     if config.image_metrics and len(real) >= 4:
         domain = domain_fid_kid(real, generated, judges.feature_extractor(), seed=config.seed)
         scores.update(

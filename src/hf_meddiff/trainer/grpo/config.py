@@ -148,7 +148,9 @@ class DiffusionGRPOConfig(GRPOConfig):
     )
     save_on_signal: bool = field(
         default=True,
-        metadata={"help": "On SIGTERM or Ctrl-C finish the current step, save a checkpoint and stop training."},
+        metadata={
+            "help": "On SIGTERM or Ctrl-C finish the current step, save a checkpoint and stop training."
+        },
     )
 
     def __post_init__(self):

@@ -62,7 +62,9 @@ class MedDiffScriptArguments(DatasetArguments):
 
         model_preset (`str`, defaults to `"embedded"`): `MedDiffConfig.from_preset` size of a model trained from
             scratch (ignored when `model_name_or_path` is set).
-        model_config_overrides (`dict`, *optional*): config fields to override, e.g. `{"num_hidden_layers": 2}`.
+        model_config_overrides (`dict`, *optional*): config fields to override, e.g. `{"num_hidden_layers": 2}`
+            for a model from scratch; for a pretrained model (`model_name_or_path`) only fields that leave its
+            weights' shapes alone, e.g. `{"max_position_embeddings": 1280}` to train on longer canvases.
     """
 
     processor_path: str | None = field(
@@ -198,7 +200,8 @@ def build_model(script_args: MedDiffScriptArguments, model_args: Any, processor:
             kwargs["device_map"] = (
                 {"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"}
             )
-        return MedDiffForMaskedDiffusion.from_pretrained(model_args.model_name_or_path, **kwargs)
+        overrides = dict(script_args.model_config_overrides or {})
+        return MedDiffForMaskedDiffusion.from_pretrained(model_args.model_name_or_path, **overrides, **kwargs)
     if getattr(model_args, "load_in_4bit", False) or getattr(model_args, "load_in_8bit", False):
         raise ValueError(
             "load_in_4bit / load_in_8bit quantise pretrained weights: set model_name_or_path too."
