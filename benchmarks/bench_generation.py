@@ -28,13 +28,19 @@ probability exceeds `--threshold`. A model trained on short canvases (the demo r
 is out of its training distribution on a 256- or 1024-token canvas and is rarely that confident there, so the fast
 path then takes one pass per token and gains only what its cheaper block passes give. The longer recipe
 (`trainers/pretrain_embedded_long.yaml`) pads reports to 256 tokens: its model commits the EOS tail of a 256-token
-canvas in a few passes (about 0.15 passes per token), but not past the positions it was trained on.
+canvas in a few passes (about 0.15 passes per token), but not past the positions it was trained on;
+`trainers/extend_report_canvas_1024.yaml` continues it on 1024-token report canvases (600 steps) for the 1024 row.
+A model trained on long EOS-padded canvases is surest of EOS at the end of the first block and, decoding by
+confidence, ends its reports a few words in; `--ordered-eos` makes both samplers commit the end of the text only
+after the text (generation config `ordered_eos`).
 
 Run (CPU; the model must already be trained or be given):
 
     python benchmarks/bench_generation.py --model outputs/demo/model --json benchmark_generation.json
     python benchmarks/bench_generation.py --model outputs/demo-long/model --json benchmark_generation.json   # the
         # model of `hf-meddiff demo --recipe trainers/pretrain_embedded_long.yaml --output-dir outputs/demo-long`
+    python benchmarks/bench_generation.py --model outputs/meddiff-embedded-long-1024 --ordered-eos \
+        --json benchmark_generation.json   # that model continued by trainers/extend_report_canvas_1024.yaml
 
 `--quick` shrinks everything for a smoke run (numbers then mean little).
 """
@@ -367,6 +373,11 @@ def main() -> None:
     parser.add_argument("--image-steps", type=int, default=12)
     parser.add_argument("--cfg-scale", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--ordered-eos",
+        action="store_true",
+        help="both samplers commit end-of-text only after the text (generation config `ordered_eos`)",
+    )
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run; the numbers mean little")
     parser.add_argument("--json", default=None, help="also write the figures as one JSON object here")
@@ -390,6 +401,7 @@ def main() -> None:
     if args.cache_refresh_interval != 1:
         fast["cache_refresh_interval"] = args.cache_refresh_interval
     pad_id = model.generation_config.pad_token_id
+    model.generation_config.ordered_eos = args.ordered_eos  # vanilla and fast alike
     vqa_length, report_length, report_block = trained_lengths(model, model_dir)
 
     figures: dict = {
@@ -401,6 +413,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "fast": fast,
         "block_length": args.block_length,
+        "ordered_eos": args.ordered_eos,
     }
 
     # 1. quality, vanilla vs fast, on held-out rows

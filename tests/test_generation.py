@@ -327,3 +327,45 @@ def test_image_inpainting_never_changes_fixed_tokens(model):
     assert (out.trajectory[keep] == -1).all() and (out.trajectory[~keep] >= 0).all()
     with pytest.raises(ValueError, match="image_token_offset"):
         model.generate_images(ids, mask, image_ids=original - offset, image_keep_mask=keep)
+
+
+class EosTrapDenoiser(MedDiffGenerationMixin, nn.Module):
+    """A stand-in model that is sure of EOS from response position 6 on, unsure of the text 50 + i before it,
+    and at position 2 prefers EOS (p ~ 0.3) to its text 52 (the trap that ends an answer two tokens in)."""
+
+    def __init__(self, prompt_length: int):
+        super().__init__()
+        self.config = MedDiffConfig.from_preset("tiny")
+        self.prompt_length, self.calls = prompt_length, 0
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        self.calls += 1
+        batch, length = input_ids.shape
+        logits = torch.zeros(batch, length, self.config.vocab_size)
+        for i in range(length - self.prompt_length):
+            at = self.prompt_length + i
+            if i < 6:
+                logits[:, at, 50 + i], logits[:, at, EOS] = (4.0, 5.0) if i == 2 else (3.0, 1.0)
+            else:
+                logits[:, at, EOS] = 9.0
+        return SimpleNamespace(logits=logits)
+
+
+def test_ordered_eos_decodes_the_text_before_its_end():
+    prompt = torch.tensor([[BOS, USER, ASSISTANT]])
+    plain = EosTrapDenoiser(3).generate(prompt, gen_length=8)
+    assert plain.tolist() == [[50, 51] + [PAD] * 6], "by confidence alone EOS lands at position 2"
+    ordered = EosTrapDenoiser(3).generate(prompt, gen_length=8, ordered_eos=True)
+    assert ordered.tolist() == [[50, 51, 52, 53, 54, 55, PAD, PAD]]
+
+
+def test_ordered_eos_still_commits_a_block_of_eos_in_one_pass():
+    prompt = torch.tensor([[BOS, USER, ASSISTANT]])
+    model = EosTrapDenoiser(3)
+    out = model.generate(
+        prompt, gen_length=16, block_length=8, threshold=0.9, ordered_eos=True, eos_early_stop=False,
+        return_dict_in_generate=True,
+    )  # fmt: skip
+    assert out.sequences.tolist() == [[50, 51, 52, 53, 54, 55] + [PAD] * 10]
+    # block 0: five text passes, then 52 once the text after it is decoded, then both EOS at once; block 1: one
+    assert out.num_forward_passes == 8 == model.calls

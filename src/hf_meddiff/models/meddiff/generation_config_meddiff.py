@@ -56,6 +56,12 @@ class MedDiffGenerationConfig(GenerationConfig):
             cache itself).
         eos_early_stop (`bool`, defaults to `True`): stop a row once an end-of-sequence token is committed and
             every position before it is decoded (the output is the same; fewer passes).
+        ordered_eos (`bool`, defaults to `False`): commit an end-of-sequence token only where every undecoded
+            position before it in the block is also predicted to be end-of-sequence: the end of the text never
+            comes before the text. A model trained on EOS-padded canvases is often surest of EOS at the end of the
+            first block and, decoding by confidence, commits it there first, which ends the answer a few words
+            in; with this rule the text is decoded first, while a block that is all EOS still commits in one
+            pass with `threshold`.
 
         > Images
 
@@ -103,6 +109,7 @@ class MedDiffGenerationConfig(GenerationConfig):
         self.cache_mode: str = kwargs.pop("cache_mode", "none")
         self.cache_refresh_interval: int = kwargs.pop("cache_refresh_interval", 1)
         self.eos_early_stop: bool = kwargs.pop("eos_early_stop", True)
+        self.ordered_eos: bool = kwargs.pop("ordered_eos", False)
 
         self.image_steps: int = kwargs.pop("image_steps", 12)
         self.cfg_scale: float = kwargs.pop("cfg_scale", 3.0)

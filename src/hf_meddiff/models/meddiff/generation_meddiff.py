@@ -41,12 +41,14 @@ from .sampling_meddiff import (
     classifier_free_guidance,
     confidence_scores,
     draw_uniform,
+    eos_after_text,
     filter_logits,
     gumbel_from_uniform,
     mask_schedule,
     num_transfer_tokens,
     sample_tokens,
     select_top,
+    text_follows,
 )
 from .tokens_meddiff import (
     ASSISTANT_TOKEN,
@@ -379,17 +381,28 @@ class MedDiffGenerationMixin:
                     stale_from, refresh_from = start, None
                 num_passes += 1
                 logits = logits.float().masked_fill(banned, float("-inf"))
+                if config.ordered_eos and eos_id is not None:  # no EOS before decoded text
+                    before_text = text_follows(canvas[rows, start : prompt_length + gen_length], mask_id, eos_id)
+                    logits[..., eos_id] = logits[..., eos_id].masked_fill(
+                        before_text[:, : end - start], float("-inf")
+                    )
                 # 2. sample a token for every position and score it
                 tokens, probs = sample_tokens(
                     logits, config.temperature, config.top_k, config.top_p, row_generator, active
                 )
                 scores, token_prob = confidence_scores(probs, tokens, config.remasking, row_generator, active)
                 # 3. commit: the schedule's count, or every position above the threshold (never fewer)
+                candidates = block_masked
+                if config.ordered_eos and eos_id is not None:
+                    ordered = eos_after_text(tokens, canvas[rows, start:end], block_masked, eos_id)
+                    # (never empty with EOS banned before decoded text; kept as a guard) a row with no candidate
+                    # decodes as usual
+                    candidates = torch.where(ordered.any(1, keepdim=True), ordered, block_masked)
                 count = schedule[:, min(step, steps_per_block - 1)].clamp_min(1)
                 if config.threshold is not None:
-                    count = torch.maximum(count, ((token_prob > config.threshold) & block_masked).sum(1))
+                    count = torch.maximum(count, ((token_prob > config.threshold) & candidates).sum(1))
                 count = torch.where(active, count, torch.zeros_like(count))
-                committed = select_top(scores, block_masked, count)
+                committed = select_top(scores, candidates, count)
                 canvas[rows, start:end] = torch.where(committed, tokens, canvas[rows, start:end])
                 trajectory[rows, rel] = torch.where(committed, row_steps[rows, None], trajectory[rows, rel])
                 row_steps[rows] += active.long()

@@ -141,6 +141,39 @@ def confidence_scores(
     raise ValueError(f"remasking must be one of {REMASKING_STRATEGIES}, got {strategy!r}.")
 
 
+def text_follows(ids: torch.Tensor, mask_id: int, eos_id: int) -> torch.Tensor:
+    """Boolean [B, N]: positions with decoded text (neither mask nor EOS) somewhere after them in `ids`.
+
+    >>> text_follows(torch.tensor([[4, 7, 4, 2, 4]]), mask_id=4, eos_id=2).tolist()
+    [[True, False, False, False, False]]
+    """
+    text = (ids != mask_id) & (ids != eos_id)
+    return (text.flip(1).long().cumsum(1).flip(1) - text.long()) > 0
+
+
+def eos_after_text(tokens: torch.Tensor, block: torch.Tensor, masked: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """Boolean [B, N]: the masked positions of a block that may be committed when the end of the text must come
+    after the text. Every masked position predicted to be text may; a masked position predicted to be EOS only when
+    no masked position before it is predicted to be text and no position after it is text (decoded, or masked
+    and predicted so). `tokens` are the predictions, `block` the block's current ids, `masked` its masked
+    positions.
+
+    >>> block = torch.tensor([[5, 4, 4, 4, 4]])  # 4 = mask, 2 = EOS: position 0 is decoded text
+    >>> tokens = torch.tensor([[5, 2, 7, 2, 2]])
+    >>> eos_after_text(tokens, block, block == 4, eos_id=2).tolist()  # EOS at 1 would come before the text at 2
+    [[False, False, True, False, False]]
+    >>> eos_after_text(torch.tensor([[5, 7, 7, 2, 2]]), block, block == 4, eos_id=2).tolist()  # text first
+    [[False, True, True, False, False]]
+    >>> eos_after_text(torch.tensor([[5, 2, 2, 2, 2]]), block, block == 4, eos_id=2).tolist()  # all EOS at once
+    [[False, True, True, True, True]]
+    """
+    text = torch.where(masked, tokens, block) != eos_id
+    masked_text = masked & text
+    text_before = (masked_text.long().cumsum(1) - masked_text.long()) > 0
+    text_after = (text.flip(1).long().cumsum(1).flip(1) - text.long()) > 0
+    return masked & ~((tokens == eos_id) & (text_before | text_after))
+
+
 def select_top(scores: torch.Tensor, candidates: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """Boolean [B, N]: for each row the `count[b]` highest `scores` among `candidates` (ties: lower index)."""
     scores = scores.masked_fill(~candidates, float("-inf"))
