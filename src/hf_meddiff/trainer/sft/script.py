@@ -217,7 +217,9 @@ def build_model(script_args: MedDiffScriptArguments, model_args: Any, processor:
 
 
 def _set_generation_length(model: Any, args: MedDiffSFTConfig) -> None:
-    """Save a `generation_config` whose canvas is the longest EOS-padded text response the model trained on."""
+    """Save a `generation_config` whose canvas is the longest EOS-padded text response the model trained on, with
+    `ordered_eos` on: a model trained on EOS-padded canvases otherwise ends its answers early (on held-out
+    validation reports of the long recipe's model, BLEU-1 0.08 without it and 0.39 with it)."""
     lengths = [args.response_length_for(task) for task in args.tasks if task != "t2i"]
     lengths = [n for n in lengths if n]
     config = getattr(model, "generation_config", None)
@@ -225,6 +227,7 @@ def _set_generation_length(model: Any, args: MedDiffSFTConfig) -> None:
         return
     gen_length = max(lengths)
     config.gen_length = gen_length
+    config.ordered_eos = True
     block = getattr(config, "block_length", None)
     if block is None and args.generation_block_length:
         block = args.generation_block_length
