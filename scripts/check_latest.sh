@@ -4,14 +4,19 @@
 # rewards / TRL-seam tests there, and ends with one line naming each package whose newest version differs
 # from constraints.txt and whether the tests passed.
 #
-#   bash scripts/check_latest.sh [SCRATCH_DIR]
+#   bash scripts/check_latest.sh [SCRATCH_DIR]     # without SCRATCH_DIR: a temporary folder, removed at the end
 #
 # Exit status: 0 when the tests pass, 1 when they fail. `.ci/run` runs it after the real test command and
 # reports a failure loudly without blocking (a new release is seen the day it appears and fixed in a follow-up).
 # torch is not upgraded: the scratch environment gets torch==2.13.0 (or HF_MEDDIFF_TORCH), as setup.sh does.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-scratch="${1:-$(mktemp -d -t meddiff-canary-XXXX)}"
+if [[ $# -ge 1 ]]; then
+    scratch="$1"  # kept: the caller chose it
+else
+    scratch="$(mktemp -d -t meddiff-canary-XXXX)"
+    trap 'rm -rf "$scratch"' EXIT  # a scratch environment takes several GB; never leave one behind
+fi
 py="${PYTHON:-python}"
 tests=(tests/test_modeling.py tests/test_processor.py tests/test_generation.py tests/test_pipeline.py
        tests/test_rewards.py tests/test_rewards_properties.py tests/test_trl_seams.py)
