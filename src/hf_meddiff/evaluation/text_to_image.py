@@ -53,13 +53,12 @@ def evaluate_text_to_image(
     section: dict[str, Any] = {"n": count}
     real_images = list(report_rows["image"][:count])
     tokenizer = getattr(processor, "image_tokenizer", None)
-    reconstructed = reconstruct_images(tokenizer, real_images) if tokenizer is not None else None
     section.update(
         judge_image_metrics(
-            pipe, report_rows.select(range(count)), real_images, generated, config, out, reconstructed
+            pipe, report_rows.select(range(count)), real_images, generated, config, out, tokenizer
         )
     )
-    if config.image_metrics and getattr(processor, "image_tokenizer", None) is not None:
+    if config.image_metrics and tokenizer is not None:
         section.update(vq_image_metrics(processor, real_images, generated))
     results.summary["image"] = section
 
@@ -81,11 +80,11 @@ def reconstruct_images(tokenizer, images, batch_size: int = 64):
 
 
 def judge_image_metrics(
-    pipe, rows, real_images, generated_images, config: EvaluationConfig, out, reconstructed_images=None
+    pipe, rows, real_images, generated_images, config: EvaluationConfig, out, image_tokenizer=None
 ) -> dict[str, Any]:
     """Judge scores of generated images (row i generated from row i's report): `modality_recognised`,
-    `finding_recognised` (fractions) and the judges' accuracy on the rows' real images; with
-    `reconstructed_images` (the real images through the VQ tokenizer, `reconstruct_images`) also
+    `finding_recognised` (fractions) and the judges' accuracy on the rows' real images; with `image_tokenizer`
+    (the model's VQ tokenizer; the real images go through it, `reconstruct_images`) also
     `modality_recognised_reconstructed` / `finding_recognised_reconstructed`, the tokenizer's ceiling; with `image_metrics`,
     `fid_judge` / `kid_judge` against the real images and their real-vs-real floors. A `judges` note says where the
     judges came from, or why they were skipped."""
@@ -114,10 +113,9 @@ def judge_image_metrics(
     size = max(judge.config.image_size for judge in (judges.modality, judges.finding) if judge is not None)
     generated, real = judge_images(list(generated_images), size), judge_images(list(real_images), size)
     scores.update(recognition_scores(judges, generated, list(rows["modality"]), finding_labels(rows), real))
-    if reconstructed_images is not None:
-        ceiling = recognition_scores(
-            judges, judge_images(reconstructed_images, size), list(rows["modality"]), finding_labels(rows)
-        )
+    if image_tokenizer is not None:
+        reconstructed = judge_images(reconstruct_images(image_tokenizer, real_images), size)
+        ceiling = recognition_scores(judges, reconstructed, list(rows["modality"]), finding_labels(rows))
         scores.update({f"{key}_reconstructed": value for key, value in ceiling.items()})
     if config.image_metrics and len(real) >= 4:
         domain = domain_fid_kid(real, generated, judges.feature_extractor(), seed=config.seed)
