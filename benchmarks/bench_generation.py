@@ -156,7 +156,7 @@ def quality(
     model,
     processor,
     rows,
-    fast: dict,
+    fast,
     vqa_length: int,
     report_length: int,
     report_block,
@@ -181,7 +181,7 @@ def quality(
         for start in tqdm(range(0, len(subset), batch_size), desc=f"quality: {task}", unit="batch"):
             chunk = subset.select(range(start, min(start + batch_size, len(subset))))
             ids, mask = prompts(processor, chunk, task)
-            for name, options in (("vanilla", {}), ("fast", fast)):
+            for name, options in (("vanilla", {}), ("fast", fast(base["gen_length"]))):
                 out = model.generate(ids, mask, **base, **options)
                 outputs[task, name] += processor.batch_decode(out)
     result = {
@@ -280,7 +280,8 @@ def time_ar(llama, ids, mask, new_tokens, pad_id):
 
 
 def speed_cell(model, llama, ids, mask, gen_length, block, fast, early_stop, repeats, vanilla_steps, pad_id):
-    """Median seconds of vanilla, fast and AR for one (length, batch, early stop) cell, interleaved."""
+    """Median seconds of vanilla, fast (the options `fast`) and AR for one (length, batch, early stop) cell,
+    interleaved."""
     times = {"vanilla": [], "fast": [], "autoregressive_kv_cache": []}
     passes, new_tokens = None, gen_length
     order = ["fast", "vanilla", "autoregressive_kv_cache"]
@@ -368,6 +369,18 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--cache-mode", default="dual", choices=["none", "prefix", "dual"])
     parser.add_argument("--cache-refresh-interval", type=int, default=1)
+    parser.add_argument(
+        "--long-canvas-options",
+        default=None,
+        help="JSON generation options of the fast path on canvases above 256 tokens, over the others, e.g. "
+        '\'{"cache_mode": "prefix", "suffix_window": 224}\'',
+    )
+    parser.add_argument(
+        "--suffix-window",
+        type=int,
+        default=None,
+        help="the fast path sees at most this many masks after its block (generation config `suffix_window`)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--vanilla-steps", type=int, default=4)
     parser.add_argument("--image-steps", type=int, default=12)
@@ -400,6 +413,14 @@ def main() -> None:
     fast = {"threshold": args.threshold, "cache_mode": args.cache_mode}
     if args.cache_refresh_interval != 1:
         fast["cache_refresh_interval"] = args.cache_refresh_interval
+    if args.suffix_window is not None:
+        fast["suffix_window"] = args.suffix_window
+    long_fast = {**fast, **json.loads(args.long_canvas_options)} if args.long_canvas_options else fast
+
+    def fast_for(gen_length: int) -> dict:
+        """The fast path's options on a canvas of `gen_length` (`--long-canvas-options` above 256 tokens)."""
+        return long_fast if gen_length > 256 else fast
+
     pad_id = model.generation_config.pad_token_id
     model.generation_config.ordered_eos = args.ordered_eos  # vanilla and fast alike
     vqa_length, report_length, report_block = trained_lengths(model, model_dir)
@@ -412,6 +433,7 @@ def main() -> None:
         "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "torch_threads": torch.get_num_threads(),
         "fast": fast,
+        "fast_above_256": long_fast,
         "block_length": args.block_length,
         "ordered_eos": args.ordered_eos,
     }
@@ -423,7 +445,7 @@ def main() -> None:
             model,
             processor,
             rows,
-            fast,
+            fast_for,
             vqa_length,
             report_length,
             report_block,
@@ -464,7 +486,7 @@ def main() -> None:
             for early_stop in (False, True):
                 key = f"len{gen_length}_batch{batch}_{'early_stop' if early_stop else 'no_early_stop'}"
                 cell = speed_cell(
-                    model, llama, ids, mask, gen_length, block, fast, early_stop, args.repeats,
+                    model, llama, ids, mask, gen_length, block, fast_for(gen_length), early_stop, args.repeats,
                     args.vanilla_steps, pad_id,
                 )  # fmt: skip
                 speed[key] = cell

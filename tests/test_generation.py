@@ -192,6 +192,40 @@ def test_block_cache_runs_with_batches_and_saves_compute(model, cache_mode):
     assert max(c for c in calls if c != full) <= (16 if cache_mode == "prefix" else 8)
 
 
+@pytest.mark.parametrize("cache_mode", ["none", "prefix", "dual"])
+def test_suffix_window_wider_than_the_canvas_changes_nothing(model, cache_mode):
+    ids, mask = left_pad(PROMPTS)
+    options = dict(gen_length=24, block_length=8, threshold=0.5, cache_mode=cache_mode, eos_early_stop=False)
+    whole = model.generate(ids, mask, return_dict_in_generate=True, **options)
+    windowed = model.generate(ids, mask, suffix_window=16, return_dict_in_generate=True, **options)
+    assert torch.equal(whole.sequences, windowed.sequences)
+    assert torch.equal(whole.trajectory, windowed.trajectory)
+
+
+@pytest.mark.parametrize("cache_mode", ["none", "prefix", "dual"])
+def test_suffix_window_hides_the_far_canvas_and_still_decodes_all_of_it(model, cache_mode):
+    ids, mask = left_pad(PROMPTS)
+    keys, blocks = [], []  # per pass: the positions the model attends to (cached or not), the block decoded
+    hook = model.register_forward_hook(
+        lambda m, args, kwargs, out: keys.append(kwargs["attention_mask"].shape[1]), with_kwargs=True
+    )
+    try:
+        out = model.generate(
+            ids, mask, gen_length=32, block_length=8, suffix_window=8, cache_mode=cache_mode,
+            eos_early_stop=False, return_dict_in_generate=True,
+            callback=lambda step, state: blocks.append(state["block"]),
+        )  # fmt: skip
+    finally:
+        hook.remove()
+    assert out.sequences.shape == (3, 32) and not (out.trajectory < 0).any(), "every position decoded"
+    assert len(keys) == len(blocks) == out.num_forward_passes
+    prompt = ids.shape[1]
+    # block b spans [prompt + 8b, prompt + 8b + 8): the model sees it and at most 8 masks after it
+    assert keys == [min(prompt + 8 * b + 16, prompt + 32) for b in blocks]
+    with pytest.raises(ValueError, match="suffix_window must be a positive integer"):
+        model.generate(ids, mask, gen_length=16, block_length=8, suffix_window=0)
+
+
 class ScriptedDenoiser(MedDiffGenerationMixin, nn.Module):
     """A stand-in model whose prediction at response position i is `script[i]`, with confidence falling with i.
 

@@ -54,6 +54,12 @@ class MedDiffGenerationConfig(GenerationConfig):
             the just-decoded block is cached with its tokens while the prompt and the masked tail keep their
             older keys/values: far fewer computed positions per block on long outputs (approximate, like the
             cache itself).
+        suffix_window (`int`, *optional*): the model sees only the `suffix_window` masked positions right after
+            the current block; the rest of the canvas (all masks) is left out of every pass until the blocks
+            reach it. `None` shows the whole canvas. On long canvases most masked positions lie far beyond the
+            text and tell the model little, while with `cache_mode="dual"` their keys/values stay frozen within a
+            block; a window keeps the view of a 1024-token canvas like that of a short one, and makes each pass
+            cheaper. Every block is still decoded, so the output has all `gen_length` positions.
         eos_early_stop (`bool`, defaults to `True`): stop a row once an end-of-sequence token is committed and
             every position before it is decoded (the output is the same; fewer passes).
         ordered_eos (`bool`, defaults to `False`): commit an end-of-sequence token only where every undecoded
@@ -108,6 +114,7 @@ class MedDiffGenerationConfig(GenerationConfig):
         self.threshold: float | None = kwargs.pop("threshold", None)
         self.cache_mode: str = kwargs.pop("cache_mode", "none")
         self.cache_refresh_interval: int = kwargs.pop("cache_refresh_interval", 1)
+        self.suffix_window: int | None = kwargs.pop("suffix_window", None)
         self.eos_early_stop: bool = kwargs.pop("eos_early_stop", True)
         self.ordered_eos: bool = kwargs.pop("ordered_eos", False)
 
@@ -160,6 +167,8 @@ class MedDiffGenerationConfig(GenerationConfig):
             positive_int("steps")
         positive_int("image_steps")
         positive_int("cache_refresh_interval")
+        if self.suffix_window is not None:
+            positive_int("suffix_window")
         if self.block_length is not None:
             positive_int("block_length")
             if self.gen_length % self.block_length != 0:

@@ -341,6 +341,7 @@ class MedDiffGenerationMixin:
         shrink = cached and not isinstance(generator, torch.Generator)
         cache, cache_rows, stale_from = None, None, None
 
+        total_length, view_end = canvas.shape[1], canvas.shape[1]
         for block in range(config.num_blocks):
             start = prompt_length + block * block_length
             end = start + block_length
@@ -352,9 +353,16 @@ class MedDiffGenerationMixin:
             cache_rows = live
             if block % config.cache_refresh_interval == 0:
                 cache = None  # a full refresh at this block start
+            if config.suffix_window is not None:
+                # the view: everything up to `suffix_window` masks after the block; a dual cache built on a
+                # shorter view has no keys/values for the positions the view gained, so it is rebuilt
+                view = min(total_length, end + config.suffix_window)
+                if view != view_end and config.cache_mode == "dual":
+                    cache = None
+                view_end = view
             refresh_from = stale_from if cache is not None else None
             rows, step_cache = live, cache
-            attention = full_attention[live]
+            attention = full_attention[live, :view_end]
             schedule = num_transfer_tokens((canvas[live, start:end] == mask_id).sum(1), steps_per_block)
             step = 0
             while True:
@@ -374,7 +382,13 @@ class MedDiffGenerationMixin:
                 )
                 # 1. denoise: logits for the block (full recompute, a cache refresh, or against the block cache)
                 logits, new_cache = self._denoiser_logits(
-                    canvas[rows], attention, start, end, config.cache_mode, step_cache, refresh_from
+                    canvas[rows, :view_end],
+                    attention,
+                    start,
+                    end,
+                    config.cache_mode,
+                    step_cache,
+                    refresh_from,
                 )
                 if step == 0 and cached:
                     cache = step_cache = new_cache
@@ -382,7 +396,9 @@ class MedDiffGenerationMixin:
                 num_passes += 1
                 logits = logits.float().masked_fill(banned, float("-inf"))
                 if config.ordered_eos and eos_id is not None:  # no EOS before decoded text
-                    before_text = text_follows(canvas[rows, start : prompt_length + gen_length], mask_id, eos_id)
+                    before_text = text_follows(
+                        canvas[rows, start : prompt_length + gen_length], mask_id, eos_id
+                    )
                     logits[..., eos_id] = logits[..., eos_id].masked_fill(
                         before_text[:, : end - start], float("-inf")
                     )

@@ -151,7 +151,9 @@ def text_follows(ids: torch.Tensor, mask_id: int, eos_id: int) -> torch.Tensor:
     return (text.flip(1).long().cumsum(1).flip(1) - text.long()) > 0
 
 
-def eos_after_text(tokens: torch.Tensor, block: torch.Tensor, masked: torch.Tensor, eos_id: int) -> torch.Tensor:
+def eos_after_text(
+    tokens: torch.Tensor, block: torch.Tensor, masked: torch.Tensor, eos_id: int
+) -> torch.Tensor:
     """Boolean [B, N]: the masked positions of a block that may be committed when the end of the text must come
     after the text. Every masked position predicted to be text may; a masked position predicted to be EOS only when
     no masked position before it is predicted to be text and no position after it is text (decoded, or masked
