@@ -403,3 +403,38 @@ def test_ordered_eos_still_commits_a_block_of_eos_in_one_pass():
     assert out.sequences.tolist() == [[50, 51, 52, 53, 54, 55] + [PAD] * 10]
     # block 0: five text passes, then 52 once the text after it is decoded, then both EOS at once; block 1: one
     assert out.num_forward_passes == 8 == model.calls
+
+
+class RepeatingDenoiser(MedDiffGenerationMixin, nn.Module):
+    """A stand-in model that predicts token 50 everywhere (surest at the first position), 51 second, and EOS
+    from response position 6 on."""
+
+    def __init__(self, prompt_length: int):
+        super().__init__()
+        self.config = MedDiffConfig.from_preset("tiny")
+        self.prompt_length = prompt_length
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        batch, length = input_ids.shape
+        logits = torch.zeros(batch, length, self.config.vocab_size)
+        for i in range(length - self.prompt_length):
+            at = self.prompt_length + i
+            if i < 6:
+                logits[:, at, 50], logits[:, at, 51] = 5.0 - 0.1 * i, 4.0
+            else:
+                logits[:, at, EOS] = 9.0
+        return SimpleNamespace(logits=logits)
+
+
+@pytest.mark.parametrize("threshold", [None, 0.01])
+def test_no_adjacent_repeats_never_writes_a_word_twice_in_a_row(threshold):
+    prompt = torch.tensor([[BOS, USER, ASSISTANT]])
+    model = RepeatingDenoiser(3)
+    plain = model.generate(prompt, gen_length=8, threshold=threshold, ordered_eos=True)
+    assert plain.tolist() == [[50] * 6 + [PAD] * 2]
+    out = model.generate(
+        prompt, gen_length=8, threshold=threshold, ordered_eos=True, no_adjacent_repeats=True
+    )
+    assert out.tolist() == [[50, 51, 50, 51, 50, 51, PAD, PAD]], "EOS (written as pad) still repeats"
+    response = out[0, :6]
+    assert not (response[1:] == response[:-1]).any()

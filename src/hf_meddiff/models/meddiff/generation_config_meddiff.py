@@ -68,6 +68,10 @@ class MedDiffGenerationConfig(GenerationConfig):
             first block and, decoding by confidence, commits it there first, which ends the answer a few words
             in; with this rule the text is decoded first, while a block that is all EOS still commits in one
             pass with `threshold`.
+        no_adjacent_repeats (`bool`, defaults to `False`): never decode a text token next to the same token (a
+            word never follows itself: "in in", "the the"); end-of-sequence, which pads, may repeat. A small model
+            trained on a few thousand reports often doubles its most frequent words, and a masked-diffusion
+            sampler that decodes a position before its neighbours cannot see that it repeats one.
 
         > Images
 
@@ -117,6 +121,7 @@ class MedDiffGenerationConfig(GenerationConfig):
         self.suffix_window: int | None = kwargs.pop("suffix_window", None)
         self.eos_early_stop: bool = kwargs.pop("eos_early_stop", True)
         self.ordered_eos: bool = kwargs.pop("ordered_eos", False)
+        self.no_adjacent_repeats: bool = kwargs.pop("no_adjacent_repeats", False)
 
         self.image_steps: int = kwargs.pop("image_steps", 12)
         self.cfg_scale: float = kwargs.pop("cfg_scale", 3.0)

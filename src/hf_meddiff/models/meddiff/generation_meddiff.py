@@ -38,9 +38,11 @@ from .sampling_meddiff import (
     _cropped,
     _left_pad,
     _scatter_rows,
+    ban_neighbour_tokens,
     classifier_free_guidance,
     confidence_scores,
     draw_uniform,
+    drop_adjacent_repeats,
     eos_after_text,
     filter_logits,
     gumbel_from_uniform,
@@ -402,6 +404,13 @@ class MedDiffGenerationMixin:
                     logits[..., eos_id] = logits[..., eos_id].masked_fill(
                         before_text[:, : end - start], float("-inf")
                     )
+                if config.no_adjacent_repeats:  # no token next to the same decoded token
+                    window = canvas[rows, max(start - 1, 0) : end + 1]
+                    missing = (start == 0, end + 1 > total_length)  # nothing before / after the canvas
+                    window = torch.nn.functional.pad(
+                        window, (int(missing[0]), int(missing[1])), value=mask_id
+                    )
+                    logits = ban_neighbour_tokens(logits, window, mask_id, eos_id)
                 # 2. sample a token for every position and score it
                 tokens, probs = sample_tokens(
                     logits, config.temperature, config.top_k, config.top_p, row_generator, active
@@ -419,6 +428,8 @@ class MedDiffGenerationMixin:
                     count = torch.maximum(count, ((token_prob > config.threshold) & candidates).sum(1))
                 count = torch.where(active, count, torch.zeros_like(count))
                 committed = select_top(scores, candidates, count)
+                if config.no_adjacent_repeats:  # nor two equal tokens side by side in one pass
+                    committed = drop_adjacent_repeats(committed, tokens, eos_id)
                 canvas[rows, start:end] = torch.where(committed, tokens, canvas[rows, start:end])
                 trajectory[rows, rel] = torch.where(committed, row_steps[rows, None], trajectory[rows, rel])
                 row_steps[rows] += active.long()

@@ -185,6 +185,48 @@ def select_top(scores: torch.Tensor, candidates: torch.Tensor, count: torch.Tens
     return (ranks < count[:, None]) & candidates
 
 
+def ban_neighbour_tokens(
+    logits: torch.Tensor, window: torch.LongTensor, mask_id: int, allowed: int | None = None
+) -> torch.Tensor:
+    """`logits` [B, N, V] of N consecutive positions with, at each position, the decoded tokens of its two
+    neighbours set to -inf (a word never follows itself). `window` [B, N + 2] holds the positions from the one
+    before the first to the one after the last (a position past the canvas as `mask_id`); masked neighbours and
+    the token `allowed` (end-of-sequence, which pads) ban nothing.
+
+    >>> logits = torch.zeros(1, 2, 6)
+    >>> out = ban_neighbour_tokens(logits, torch.tensor([[3, 4, 4, 5]]), mask_id=4)
+    >>> out[0].isinf().nonzero().tolist()  # position 0 (neighbours 3, masked), position 1 (masked, 5)
+    [[0, 3], [1, 5]]
+    """
+    out = logits.clone()
+    for neighbour in (window[:, :-2], window[:, 2:]):
+        bans = neighbour != mask_id
+        if allowed is not None:
+            bans &= neighbour != allowed
+        index = neighbour[..., None]
+        current = out.gather(-1, index)
+        out.scatter_(-1, index, torch.where(bans[..., None], float("-inf"), current))
+    return out
+
+
+def drop_adjacent_repeats(
+    committed: torch.BoolTensor, tokens: torch.LongTensor, allowed: int | None = None
+) -> torch.BoolTensor:
+    """`committed` [B, N] without a position that would be committed with the same token as the position before
+    it in the same pass (the first of a run stays, so a pass that commits something still does). Tokens equal to
+    `allowed` may repeat.
+
+    >>> drop_adjacent_repeats(torch.tensor([[True, True, True, False]]), torch.tensor([[7, 7, 8, 8]])).tolist()
+    [[True, False, True, False]]
+    """
+    repeat = committed[:, 1:] & committed[:, :-1] & (tokens[:, 1:] == tokens[:, :-1])
+    if allowed is not None:
+        repeat &= tokens[:, 1:] != allowed
+    out = committed.clone()
+    out[:, 1:] &= ~repeat
+    return out
+
+
 def classifier_free_guidance(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
     """`cond + scale * (cond - uncond)`; exactly `cond` when `scale == 0` or `uncond == cond`."""
     if scale == 0:
