@@ -178,6 +178,7 @@ def test_saved_generation_config_uses_semi_autoregressive_blocks_that_divide_the
         args = MedDiffSFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, **overrides)
         _set_generation_length(holder, args)
         assert holder.generation_config.ordered_eos, "EOS-padded canvases: the end of the text after the text"
+        assert holder.generation_config.no_adjacent_repeats and holder.generation_config.remasking == "margin"
         return holder.generation_config.gen_length, holder.generation_config.block_length
 
     lengths = {"vqa": 8, "report": 80}
