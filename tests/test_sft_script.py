@@ -178,7 +178,6 @@ def test_saved_generation_config_uses_semi_autoregressive_blocks_that_divide_the
         args = MedDiffSFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, **overrides)
         _set_generation_length(holder, args)
         assert holder.generation_config.ordered_eos, "EOS-padded canvases: the end of the text after the text"
-        assert holder.generation_config.no_adjacent_repeats and holder.generation_config.remasking == "margin"
         return holder.generation_config.gen_length, holder.generation_config.block_length
 
     lengths = {"vqa": 8, "report": 80}
@@ -188,3 +187,29 @@ def test_saved_generation_config_uses_semi_autoregressive_blocks_that_divide_the
         None,
     )  # does not divide
     assert saved(response_length_per_task=lengths) == (80, None)
+    holder = Holder()
+    holder.generation_config = MedDiffGenerationConfig()
+    options = {"no_adjacent_repeats": True, "remasking": "margin"}
+    args = MedDiffSFTConfig(
+        output_dir=str(tmp_path),
+        report_to="none",
+        use_cpu=True,
+        response_length_per_task=lengths,
+        generation_options=json.dumps(options),
+    )
+    _set_generation_length(holder, args)
+    assert holder.generation_config.no_adjacent_repeats and holder.generation_config.remasking == "margin"
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"remasking": "lowest"}, "remasking must be one of"),
+        ({"no_adjacent_repeat": True}, "unknown"),
+        ({"gen_length": 64}, "response_length"),
+        ("[1, 2]", "mapping"),
+    ],
+)
+def test_bad_generation_options_are_refused_before_training(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        MedDiffSFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, generation_options=options)

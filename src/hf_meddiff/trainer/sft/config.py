@@ -74,6 +74,10 @@ class MedDiffSFTConfig(TrainingArguments):
             longest text `response_length`; a block length that does not divide it is dropped). Blocks stop a
             weak model's low-confidence sampler from committing `<|eos|>` right after the first tokens, as in
             LLaDA. `None` keeps one block over the whole canvas.
+        generation_options (`dict`, *optional*):
+            Other sampler options saved in the trained model's `generation_config` (fields of
+            `MedDiffGenerationConfig`), e.g. `{"no_adjacent_repeats": true, "remasking": "margin"}`; choose them on
+            the validation split of the model they are for.
         vqa_target (`str`, *optional*, defaults to `"letter"`):
             Target of multiple-choice VQA examples: `"letter"` (the canonical answer, e.g. `C`) or `"option"` (the
             text of the correct option, e.g. `nodule`; `hf_meddiff.metrics.score_answer` accepts either). A small
@@ -144,6 +148,7 @@ class MedDiffSFTConfig(TrainingArguments):
         "response_length_per_task",
         "task_loss_weights",
         "mask_ratio_range_per_task",
+        "generation_options",
     ]
 
     # Parameters whose defaults differ from TrainingArguments.
@@ -207,6 +212,13 @@ class MedDiffSFTConfig(TrainingArguments):
     generation_block_length: int | None = field(
         default=None,
         metadata={"help": "Semi-autoregressive block length saved in the model's generation_config."},
+    )
+    generation_options: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Sampler options saved in the model's generation_config, e.g. "
+            '\'{"no_adjacent_repeats": true, "remasking": "margin"}\'.'
+        },
     )
     vqa_target: str = field(
         default="letter",
@@ -302,6 +314,7 @@ class MedDiffSFTConfig(TrainingArguments):
             "response_length_per_task",
             "task_loss_weights",
             "mask_ratio_range_per_task",
+            "generation_options",
         ):
             value = getattr(self, name)
             if isinstance(value, str):
@@ -314,6 +327,23 @@ class MedDiffSFTConfig(TrainingArguments):
         super().__post_init__()
         self.report_to = drop_missing_loggers(list(self.report_to or []))
         self._validate_sft_fields()
+
+    def _validate_generation_options(self) -> None:
+        from ...models.meddiff.generation_config_meddiff import MedDiffGenerationConfig
+
+        options = self.generation_options
+        if not isinstance(options, dict):
+            raise ValueError(f"generation_options must be a mapping option -> value, got {options!r}.")
+        canvas = sorted(set(options) & {"gen_length", "block_length", "steps"})
+        if canvas:
+            raise ValueError(
+                f"generation_options sets {canvas}: the saved canvas follows response_length / "
+                "response_length_per_task and generation_block_length; set those instead."
+            )
+        try:
+            MedDiffGenerationConfig(**options).validate()
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"generation_options {options!r}: {error}") from error
 
     def _validate_sft_fields(self) -> None:
         self.tasks = list(self.tasks)
@@ -332,6 +362,8 @@ class MedDiffSFTConfig(TrainingArguments):
             negative = {task: v for task, v in value.items() if not float(v) >= 0}
             if negative:
                 raise ValueError(f"{name} values must be >= 0, got {negative}.")
+        if self.generation_options is not None:
+            self._validate_generation_options()
         for task, bounds in (self.mask_ratio_range_per_task or {}).items():
             if task not in TASKS:
                 raise ValueError(

@@ -219,9 +219,8 @@ def build_model(script_args: MedDiffScriptArguments, model_args: Any, processor:
 def _set_generation_length(model: Any, args: MedDiffSFTConfig) -> None:
     """Save a `generation_config` whose canvas is the longest EOS-padded text response the model trained on, with
     `ordered_eos` on: a model trained on EOS-padded canvases otherwise ends its answers early (on held-out
-    validation reports of the long recipe's model, BLEU-1 0.08 without it and 0.39 with it); and with
-    `no_adjacent_repeats` and `remasking="margin"`, which on the same reports raise BLEU-1 / ROUGE-L from
-    0.387 / 0.362 to 0.445 / 0.394 (VQA 35.4 % -> 37.5 %; 96 validation rows)."""
+    validation reports of the long recipe's model, BLEU-1 0.08 without it and 0.39 with it); then the recipe's
+    `generation_options`."""
     lengths = [args.response_length_for(task) for task in args.tasks if task != "t2i"]
     lengths = [n for n in lengths if n]
     config = getattr(model, "generation_config", None)
@@ -230,8 +229,8 @@ def _set_generation_length(model: Any, args: MedDiffSFTConfig) -> None:
     gen_length = max(lengths)
     config.gen_length = gen_length
     config.ordered_eos = True
-    config.no_adjacent_repeats = True
-    config.remasking = "margin"
+    for name, value in (args.generation_options or {}).items():
+        setattr(config, name, value)
     block = getattr(config, "block_length", None)
     if block is None and args.generation_block_length:
         block = args.generation_block_length
